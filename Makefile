@@ -1,0 +1,34 @@
+# The front door: `make demo` and `make test`. Both create .venv and install what they need.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED ?= ../shared
+# Fragments in mk/ add their own targets and append to TEST_DEPS (things tests need installed first).
+TEST_DEPS :=
+
+.PHONY: venv test lint typecheck unit demo clean bench bench-quick chaos
+
+$(VENV)/.installed: pyproject.toml scripts/ensure-system-deps.sh
+	./scripts/ensure-system-deps.sh
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+include $(wildcard mk/*.mk)
+
+lint: venv
+	$(BIN)/ruff check daemon tests bench
+	$(BIN)/ruff format --check daemon tests bench
+
+typecheck: venv
+	$(BIN)/mypy daemon/telemetryd
+
+unit: venv $(TEST_DEPS)
+	$(BIN)/python -m pytest -q tests
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) demo .build bench/out
