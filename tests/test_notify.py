@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -320,3 +325,41 @@ def test_maybe_status_survives_a_failing_summary(listener: NotifyListener) -> No
 def test_format_status() -> None:
     assert format_status(3, 1234.4, 120) == "3 files, 1234 events/s, checkpoint lag 120 events"
     assert format_status(1, 0.0, 0, 4096) == "1 files, 0 events/s, checkpoint lag 0 events / 4096 bytes"
+
+
+def test_a_send_interrupted_by_a_signal_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A unix datagram queue that is full makes sd_notify block; a signal then interrupts it (EINTR).
+    # The manager's end here is read only by that signal's handler, after the interruption.
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    directory = Path(tempfile.mkdtemp(prefix="tdn-", dir="/tmp"))
+    path = directory / "notify"
+    receiver.bind(str(path))
+    receiver.setblocking(False)
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    filler.setblocking(False)
+    received: list[bytes] = []
+
+    def drain(signum: int, frame: object) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                received.append(receiver.recv(4096))
+
+    previous = signal.signal(signal.SIGALRM, drain)
+    try:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                filler.sendto(b"FILLER=1", str(path))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        Notifier(environ={}).status("after the interruption")
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                received.append(receiver.recv(4096))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        filler.close()
+        receiver.close()
+        shutil.rmtree(directory, ignore_errors=True)
+    assert received[-1] == b"STATUS=after the interruption"
+    assert set(received[:-1]) == {b"FILLER=1"}

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
+
 from systemd import daemon as _sd_daemon
 
 __all__ = ["Notifier", "format_status"]
@@ -29,6 +30,7 @@ _log: Any = structlog.get_logger(__name__)
 
 # How often maybe_status() refreshes STATUS=; `systemctl status` is read by people, not scrapers.
 DEFAULT_STATUS_EVERY = 5.0
+_EINTR_RETRIES = 10
 
 
 def _monotonic_usec() -> int:
@@ -106,7 +108,17 @@ class Notifier:
         if not self.enabled:
             return
         try:
-            _sd_daemon.notify(message)
+            for _attempt in range(_EINTR_RETRIES):
+                try:
+                    _sd_daemon.notify(message)
+                    break
+                except InterruptedError:
+                    # sd_notify blocks while the manager's queue is full, and a signal (SIGHUP,
+                    # SIGTERM) then interrupts it; the C binding does not retry as Python's own calls
+                    # do (PEP 475), and a lost READY=1 would leave a reload hanging.
+                    continue
+            else:
+                raise InterruptedError("sd_notify interrupted by signals on every attempt")
         except Exception as exc:
             # Logged once per outage: the watchdog alone would otherwise log twice per interval.
             if not self._failing:
