@@ -12,6 +12,8 @@ INSTALL_PY ?= python3
 .PHONY: install install-venv install-unit install-config install-docs uninstall
 
 install: install-venv install-unit install-config install-docs
+	@$(PREFIX)/bin/telemetryd check-config --config $(CONFIG_DIR)/telemetryd.toml >/dev/null || \
+		echo "WARNING: $(CONFIG_DIR)/telemetryd.toml is not valid (see above); fix it before (re)starting" >&2
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@echo "installed. Next: edit $(CONFIG_DIR)/telemetryd.toml, then"
 	@echo "  systemctl enable --now telemetryd     (first install)"
@@ -25,7 +27,8 @@ install-venv:
 # Always replaced: local changes belong in drop-ins (systemctl edit telemetryd).
 install-unit:
 	install -d $(DESTDIR)$(UNIT_DIR)
-	sed 's#/opt/telemetryd#$(PREFIX)#g' systemd/telemetryd.service > $(DESTDIR)$(UNIT_DIR)/telemetryd.service.tmp
+	sed -e 's#/opt/telemetryd#$(PREFIX)#g' -e 's#/etc/telemetryd/telemetryd.toml#$(CONFIG_DIR)/telemetryd.toml#g' \
+		systemd/telemetryd.service > $(DESTDIR)$(UNIT_DIR)/telemetryd.service.tmp
 	chmod 0644 $(DESTDIR)$(UNIT_DIR)/telemetryd.service.tmp
 	mv -f $(DESTDIR)$(UNIT_DIR)/telemetryd.service.tmp $(DESTDIR)$(UNIT_DIR)/telemetryd.service
 
