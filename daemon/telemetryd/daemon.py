@@ -26,6 +26,7 @@ from . import checkpoint as ck
 from .config import Config, ConfigError, Overrides, load_config, parse_listen
 from .events import TOO_LONG
 from .lock import LockHeld, StateLock
+from .logs import configure as configure_logging
 from .metrics import Health, HttpServer, Metrics, Stats, make_app
 from .notify import Notifier
 from .patterns import Extractor, PatternCounter
@@ -567,6 +568,7 @@ class Daemon:
                 metrics=msgspec.structs.replace(new.metrics, listen=self.cfg.metrics.listen),
             )
         self.cfg = new
+        self.log_format = configure_logging(new.log.format, new.log.level)
         self.sources.configure(new.sources)
         if self.watcher is not None:
             self.watcher.stop()
