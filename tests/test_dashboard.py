@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 from promql import iter_panels, metric_names, raw_dashboard_exprs, regex_literal, substitute, vector_selectors
+from telemetryd.metrics import Metrics
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "dashboards" / "telemetryd.json"
 PROMTOOL = REPO / ".build" / "prometheus" / "usr" / "bin" / "promtool"
 
-# The metric families the daemon exposes, by type. Hard-coded for now (the contract's list plus the
-# agreed additions and prometheus_client's default process/python collectors); to be replaced by the
-# names read from the daemon's live registry once the core is merged.
+# The metric families agreed for the daemon, by type: the contract's list plus the agreed additions and
+# prometheus_client's process/platform/GC collectors. The dashboard and the alerts are checked against
+# the daemon's live registry; this list checks that the registry still has what was agreed.
 DAEMON_METRICS: dict[str, str] = {
     "telemetryd_events_total": "counter",
     "telemetryd_lines_skipped_total": "counter",
@@ -57,16 +58,26 @@ DAEMON_METRICS: dict[str, str] = {
 # Series Prometheus itself attaches to every scrape target.
 SCRAPE_METRICS = {"up"}
 
+_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("_sum", "_count"),
+}
+
+
+def registry_series_names() -> dict[str, str]:
+    """Series name -> family type, as the daemon's registry exposes them. Families are read by type, so
+    a labelled metric counts before its first child exists."""
+    out: dict[str, str] = {}
+    for family in Metrics(max_patterns=100).registry.collect():
+        for suffix in _SUFFIXES.get(family.type, ("",)):
+            out[family.name + suffix] = family.type
+    return out
+
 
 def exposed_series_names() -> set[str]:
-    """Every series name a query may use: histograms expose _bucket, _sum and _count."""
-    names = set(SCRAPE_METRICS)
-    for name, kind in DAEMON_METRICS.items():
-        if kind == "histogram":
-            names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
-        else:
-            names.add(name)
-    return names
+    """Every series name a query may use."""
+    return set(registry_series_names()) | SCRAPE_METRICS
 
 
 def load() -> dict[str, Any]:
@@ -81,6 +92,16 @@ def content_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 EXPRS = raw_dashboard_exprs(load())
 EXPR_IDS = [f"{title}#{i}" for i, (title, _) in enumerate(EXPRS)]
+
+
+def test_daemon_exposes_the_agreed_metrics() -> None:
+    live = registry_series_names()
+    for name, kind in DAEMON_METRICS.items():
+        if kind == "histogram":
+            for suffix in _SUFFIXES["histogram"]:
+                assert live.get(name + suffix) == kind, f"the daemon does not expose histogram {name}"
+        else:
+            assert live.get(name) == kind, f"the daemon does not expose {kind} {name} (has {live.get(name)})"
 
 
 def test_dashboard_metadata() -> None:

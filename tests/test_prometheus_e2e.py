@@ -64,6 +64,10 @@ WRITER = textwrap.dedent(
     total = int(rate * seconds)
     actions = {int(total * 0.3): "truncate", int(total * 0.4): "delete", int(total * 0.5): "rename"}
     out = open(a, "ab", buffering=0)
+    # A writer caught mid-line: the daemon must leave the half line unread (and show it as lag).
+    half = b'{"event_type": "login", "message": "cache'
+    partial = open(os.path.join(src, "p.jsonl"), "ab", buffering=0)
+    partial.write(half)
     written = 0
     start = time.time()
     for i in range(total):
@@ -85,7 +89,9 @@ WRITER = textwrap.dedent(
         written += len(line)
     end = time.time()
     out.close()
-    print(json.dumps({"start": start, "end": end, "events": total, "bytes": written}))
+    partial.write(b' hit"}\\n')
+    partial.close()
+    print(json.dumps({"start": start, "end": end, "events": total, "bytes": written, "partial": len(half)}))
     """
 )
 
@@ -341,7 +347,7 @@ def test_dashboard_queries_against_real_prometheus(
     out, _ = writer.communicate(timeout=WRITE_SECONDS * 4 + TIMEOUT)
     assert writer.returncode == 0, "the writer failed"
     written = json.loads(out)
-    total_events = pre_events + written["events"]
+    total_events = pre_events + written["events"] + 1  # and the line completed at the end
 
     # Exactly once, seen through Prometheus; and nothing left to read or to commit.
     wait_until("all events counted", scraped(f"sum(telemetryd_events_total{{{sel}}})", total_events), context)
@@ -368,9 +374,13 @@ def test_dashboard_queries_against_real_prometheus(
     window = float(RATE_WINDOW.removesuffix("s"))
     instants = list(range(math.ceil(written["start"] + window + 1), int(written["end"])))
     assert len(instants) >= 5
-    for title, expected in (("Events/s", write_rate), ("Bytes read/s", byte_rate)):
-        seen = [prom.value(exprs[title], at=t) for t in instants]
-        median = statistics.median(v for v in seen if v is not None)
+    for title, expected in (
+        ("Events/s", write_rate),
+        ("Bytes read/s", byte_rate),
+        ("Events/s by pattern (fleet)", write_rate),
+    ):
+        seen = [sum(s.value for s in prom.query(exprs[title], at=t)) for t in instants]
+        median = statistics.median(seen)
         assert abs(median - expected) <= 0.2 * expected, (
             f"{title}: median {median:.1f}, wrote {expected:.1f}/s"
         )
@@ -389,10 +399,12 @@ def test_dashboard_queries_against_real_prometheus(
     patterns = len(EVENT_TYPES) * len(MESSAGES)
     assert prom.value(f"telemetryd_patterns{{{sel}}}") == patterns
     per_pattern = prom.query(f"telemetryd_pattern_events_total{{{sel}}}")
-    assert len({s.labels["pattern_id"] for s in per_pattern}) == patterns
-    assert sum(s.value for s in per_pattern) == total_events
-    # a, bad and c (truncated) remain; d was deleted and a.jsonl.1 no longer matches the glob.
-    wait_until("3 files tracked", scraped(f"telemetryd_files_tracked{{{sel}}}", 3), context)
+    assert len({s.labels["pattern_id"] for s in per_pattern}) == patterns, per_pattern
+    # While the writer ran, the half line was the only lag of its file.
+    half = prom.query(f'telemetryd_file_read_lag_bytes{{{sel}, path=~".*/p\\\\.jsonl"}}', at=active)
+    assert [s.value for s in half] == [written["partial"]], half
+    # a, bad, c (truncated) and p remain; d was deleted and a.jsonl.1 no longer matches the glob.
+    wait_until("4 files tracked", scraped(f"telemetryd_files_tracked{{{sel}}}", 4), context)
 
     # A healthy run raises no alert and every rule evaluates cleanly. Only TelemetrydDown may be pending:
     # one late scrape on a loaded machine is enough to make `up` 0 for an evaluation.
