@@ -50,7 +50,7 @@ _EMPTY_PARENS = re.compile(r"(?<!\S)\(\)")
 # User names are words, so token rules cannot see them: take them from "user NAME" followed by a
 # clause boundary, and from user-ish keys of key=value pairs.
 _USER_WORD = re.compile(
-    r"([Uu]ser|USER)\s+(?!unknown\b)[A-Za-z_][\w.@-]*"
+    r"([Uu]ser|USER)\s+(?!unknown\b)[A-Za-z_](?:[\w@-]|\.(?=\w))*"
     r"(?=\s+(?:from|by|on|at|to|in|with|for|via)\b|\s*[\[(,;]|\s*$)"
 )
 _USER_KEY = re.compile(r"(?i:(?<![\w.])((?:user|username|uname|login|account)=))[^\s,;)\]]+")
@@ -104,6 +104,11 @@ _GTLDS = _words(
 # Two-letter endings that are more often words or file extensions than country codes.
 _NOT_TLDS = _words("id in is it to at no do go so me my py rs js ts sh rb cs md gz xz db cc hh pm ps")
 _FILE_EXTS = _words("pl mk am ac el ml hs vb fs")
+# Well-known names that look like values to the digit rules.
+_NAMES = _words(
+    "sha224 sha256 sha384 sha512 sha3-256 sha3-512 x86_64 i386 i486 i586 i686 utf-8 utf-16 utf-32 "
+    "ucs-2 iso-8859-1 iso-8859-15 windows-1252 bf16"
+)
 # Per the Loghub guidelines these are values wherever they appear (booleans, null, default users).
 _VALUE_WORDS = frozenset(["true", "false", "null", "root", "admin"])
 
@@ -146,7 +151,7 @@ def _mask_piece(piece: str, next_char: str) -> str:
     if next_char == "=" and piece[0].isalpha():
         return piece  # the key of key=value is message text
     core = piece.strip(".-")
-    if not core:
+    if not core or core.lower() in _NAMES:
         return piece
     lead = piece[: len(piece) - len(piece.lstrip(".-"))]
     trail = piece[len(piece.rstrip(".-")) :]
@@ -205,6 +210,13 @@ def _mask_token(tok: str) -> str:
         c = p[0]
         if c.isalnum() or c in "_.-":
             out.append(_mask_piece(p, parts[i + 1][0] if i + 1 < n else ""))
+        elif (
+            c == "+"
+            and i + 1 < n
+            and parts[i + 1][0].isdigit()
+            and (i == 0 or not parts[i - 1][-1].isalnum())
+        ):
+            continue  # an explicit sign belongs to the number: "+0.27" is the same slot as "0.27"
         else:
             out.append(p)
     res = "".join(out)
