@@ -31,6 +31,8 @@ NUMBERS = [
     ("version 1.4.1 started", "version <*> started"),
     ("Security module v1.0.0 initialized", "Security module <*> initialized"),
     ("range 2000-2002 ok", "range <*>-<*> ok"),
+    ("time reset +0.182379 s", "time reset <*> s"),  # an explicit sign belongs to the number
+    ("token aGVsbG8gd29ybGQxMjM0NTY3OA== ok", "token <*>== ok"),  # base64 padding is not key=value
 ]
 NUMBERS_KEPT = [
     "interface eth0 up",  # a short name with one digit
@@ -73,10 +75,12 @@ IPS = [
     ("clients 10.11.10.1,10.11.21.140 allowed", "clients <*> allowed"),
     ("IPV6 Addr: 2607:f140:6000:8:c6b3:1ff:fecd:467f", "IPV6 Addr: <*>"),
     ("listen fe80::1ff:fe23:4567:890a", "listen <*>"),
+    ("addr ::1 up", "addr <*> up"),
+    ("prefix 2001:db8:: routed", "prefix <*> routed"),
     ("DHCPDISCOVER from 00:11:43:e3:ba:c3 via eth1", "DHCPDISCOVER from <*> via eth1"),
     ("bridge 0000:00:1e.0 found", "bridge <*> found"),
 ]
-IPS_KEPT = ["ratio a:b:c", "Error: Timed out", "NAT64 prefix"]
+IPS_KEPT = ["ratio a:b:c", "Error: Timed out", "NAT64 prefix", "CCFile::captureLogRun() done", "a :: b"]
 
 HOSTS = [
     ("connect to proxy.cse.cuhk.edu.hk:5070 open", "connect to <*>:<*> open"),
@@ -192,6 +196,15 @@ def test_value_words_are_masked_in_any_case() -> None:
     assert tpl("ROOT LOGIN ON tty2") == "<*> LOGIN ON tty2"
     assert tpl("OutputCommitter set in config null") == "OutputCommitter set in config <*>"
     assert tpl("isScreenOn true") == "isScreenOn <*>"
+
+
+def test_a_very_long_message_is_cut_into_one_trailing_value() -> None:
+    long = "x" * 20000
+    out = tpl("head " + long)
+    assert out.startswith("head x") and out.endswith(" <*>")
+    assert len(out) < 17000
+    # adversarial runs of separators stay cheap (linear rules); only the result is checked here
+    assert tpl("a:" * 9000).count(P) >= 1
 
 
 def test_white_space_is_folded() -> None:
@@ -330,10 +343,11 @@ def test_pinned_templates(message: str, expected: str) -> None:
 
 
 def test_ruleset_version_matches_output() -> None:
-    """Any change of output on the rule examples must bump RULESET_VERSION (it feeds the settings digest)."""
+    """Output changes on the rule examples must come with a new RULESET_VERSION (it feeds the settings
+    digest, so a restart re-derives templates instead of mixing two rule sets under one id space)."""
     corpus = [m for m, _ in ALL_RULES] + ALL_KEPT + sorted(PINNED)
     digest = hashlib.blake2b("\n".join(tpl(m) for m in corpus).encode(), digest_size=8).hexdigest()
-    assert (RULESET_VERSION, digest) == ("1", digest_for_version_1)
+    assert digest == OUTPUT_DIGEST_BY_VERSION.get(RULESET_VERSION), (RULESET_VERSION, digest)
 
 
-digest_for_version_1 = "TO-BE-PINNED"
+OUTPUT_DIGEST_BY_VERSION = {"1": "5dea52feb84feaa4"}
