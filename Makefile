@@ -19,8 +19,8 @@ venv: $(VENV)/.installed
 include $(wildcard mk/*.mk)
 
 lint: venv
-	$(BIN)/ruff check daemon tests bench
-	$(BIN)/ruff format --check daemon tests bench
+	$(BIN)/ruff check daemon tests bench scripts
+	$(BIN)/ruff format --check daemon tests bench scripts
 
 typecheck: venv
 	$(BIN)/mypy daemon/telemetryd
@@ -32,3 +32,6 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) demo .build bench/out
+
+demo: venv
+	./scripts/demo.sh
