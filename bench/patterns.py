@@ -32,11 +32,12 @@ CONFIG = '[patterns]\nkey_fields = []\ntemplate_field = "message"\nmax_patterns 
 
 
 def default_cmd() -> str:
-    exe = shutil.which("telemetryd")
+    beside = Path(sys.executable).parent / "telemetryd"  # the venv's console script
+    exe = str(beside) if beside.exists() else shutil.which("telemetryd")
     if exe:
         probe = subprocess.run([exe, "extract", "--help"], capture_output=True, text=True, check=False)
         if probe.returncode == 0:
-            return "telemetryd"
+            return shlex.quote(exe)
     return f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'bench' / 'extract_shim.py'))}"
 
 
@@ -141,7 +142,7 @@ def main() -> int:
     n_lines, rate, same_ids = extract_speed_and_stability(cmd, data, a.shuffle)
     n_distinct, cold_us, warm_us = masker_cost(data)
 
-    shown_cmd = "bench/extract_shim.py" if "extract_shim.py" in cmd else cmd
+    shown_cmd = "bench/extract_shim.py" if "extract_shim.py" in cmd else Path(shlex.split(cmd)[0]).name
     report = [
         "## Pattern quality (Loghub-2k)",
         "",
