@@ -50,21 +50,23 @@ _EMPTY_PARENS = re.compile(r"(?<!\S)\(\)")
 # User names are words, so token rules cannot see them: take them from "user NAME" followed by a
 # clause boundary, and from user-ish keys of key=value pairs.
 _USER_WORD = re.compile(
-    r"([Uu]ser|USER)\s+(?!unknown\b)[A-Za-z_][\w.@-]*"
+    r"([Uu]ser|USER)\s+(?!unknown\b)[A-Za-z_](?:[\w@-]|\.(?=\w))*"
     r"(?=\s+(?:from|by|on|at|to|in|with|for|via)\b|\s*[\[(,;]|\s*$)"
 )
 _USER_KEY = re.compile(r"(?i:(?<![\w.])((?:user|username|uname|login|account)=))[^\s,;)\]]+")
 
-# --- stage 2a: rules within one token -----------------------------------------------------------
+# --- stage 2, first: values recognised whole within one token ----------------------------------
 
 _URL = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^\s\"'<>()\[\]{}]+")
 _UUID = re.compile(r"\b[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\b")
+_HEXGROUPS = r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6}+"
 _COLON_VALUES = re.compile(
     "|".join(
         (
-            # IPv6 and MAC addresses: four or more hex groups joined by colons, or "::" abbreviated
-            r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){3,}[0-9A-Fa-f]{1,4}(?![\w:])",
-            r"(?<![\w:])[0-9A-Fa-f:]*::[0-9A-Fa-f:]*[0-9A-Fa-f](?![\w:])",
+            # IPv6 and MAC addresses: 4 to 16 hex groups joined by colons, or "::" abbreviated (bounded
+            # and possessive, so that a long run of colons costs linear time)
+            r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){3,15}+[0-9A-Fa-f]{1,4}(?![\w:])",
+            rf"(?<![\w:])(?:{_HEXGROUPS}::(?:{_HEXGROUPS})?|::{_HEXGROUPS})(?![\w:])",
             # PCI address (domain:bus:device.function), as the Linux kernel prints it
             r"\b[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\b",
             # ISO 8601 date-time in one token: 2017-05-16T05:00:00Z
@@ -83,7 +85,7 @@ _PATH = re.compile(
 _IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
 _IP_LIST = re.compile(rf"(?<![\w.]){_IPV4}(?:,{_IPV4})+(?![\w.])")
 
-# --- stage 2: token rules -----------------------------------------------------------------------
+# --- stage 2, then: the pieces of a token --------------------------------------------------------
 
 _TOKEN = re.compile(r"<\*>|[\w.\-]+|[^\w.\-]")
 _SUB = re.compile(r"(?<=[A-Za-z0-9])-|\.")
@@ -104,6 +106,11 @@ _GTLDS = _words(
 # Two-letter endings that are more often words or file extensions than country codes.
 _NOT_TLDS = _words("id in is it to at no do go so me my py rs js ts sh rb cs md gz xz db cc hh pm ps")
 _FILE_EXTS = _words("pl mk am ac el ml hs vb fs")
+# Well-known names that look like values to the digit rules.
+_NAMES = _words(
+    "sha224 sha256 sha384 sha512 sha3-256 sha3-512 x86_64 i386 i486 i586 i686 utf-8 utf-16 utf-32 "
+    "ucs-2 iso-8859-1 iso-8859-15 windows-1252 bf16"
+)
 # Per the Loghub guidelines these are values wherever they appear (booleans, null, default users).
 _VALUE_WORDS = frozenset(["true", "false", "null", "root", "admin"])
 
@@ -111,9 +118,11 @@ _VALUE_WORDS = frozenset(["true", "false", "null", "root", "admin"])
 
 # A scaled size unit is part of the value: the unit changes with the magnitude ("512 B", "5.2 KB").
 _SIZE_UNIT = re.compile(r"<\*> (?:[KMGTPE]i?B|B)\b")
-# A word glued to a value is one value ("IOThunderboltSwitch<0>", "Thunderbird_A8" after folding).
+# A word glued to a value is one value: "Switch<0>" gives "Switch<<*>>", folded to "Switch<*>", then "<*>".
 _WORD_VAR = re.compile(r"[A-Za-z_]+<\*>")
-_TOKEN_CACHE_SIZE = 65536
+_TOKEN_CACHE_SIZE = 32768  # entries of at most _TOKEN_CACHE_LEN chars: at most ~15 MiB
+_TOKEN_CACHE_LEN = 128
+_MAX_TEXT = 16384
 _MERGES = (("<*><*>", _P), ("<*>.<*>", _P), ("<<*>>", _P), ("<*>>", _P))
 
 
@@ -141,12 +150,12 @@ def _is_hostname(name: str) -> bool:
     return len(labels) >= 3 or tld not in _FILE_EXTS
 
 
-def _mask_piece(piece: str, next_char: str) -> str:
-    """Mask one run of word characters, dots and hyphens."""
-    if next_char == "=" and piece[0].isalpha():
+def _mask_piece(piece: str, following: str) -> str:
+    """Mask one run of word characters, dots and hyphens; `following` is the next part of the token."""
+    if following == "=" and piece[0].isalpha():
         return piece  # the key of key=value is message text
     core = piece.strip(".-")
-    if not core:
+    if not core or core.lower() in _NAMES:
         return piece
     lead = piece[: len(piece) - len(piece.lstrip(".-"))]
     trail = piece[len(piece.rstrip(".-")) :]
@@ -169,16 +178,17 @@ def _mask_piece(piece: str, next_char: str) -> str:
         labels = core.split("-")
         if len(labels) >= 3 and labels[-1].isdigit() and all(x.isalnum() for x in labels):
             return lead + _P + trail  # a host name such as "db-replica-07"
-    if next_char == "(" and "." not in core:
+    if following == "(" and "." not in core:
         return piece  # a function name
     if "." not in core and "-" not in core:
         return lead + (_P if _is_var_word(core) else core) + trail
     parts = _SUB.split(core)
     seps = _SUB.findall(core)
-    res = _P if _is_var_word(parts[0]) else parts[0]
+    pieces = [lead, _P if _is_var_word(parts[0]) else parts[0]]
     for sep, p in zip(seps, parts[1:], strict=True):
-        res += sep + (_P if p and _is_var_word(p) else p)
-    return lead + res + trail
+        pieces += (sep, _P if p and _is_var_word(p) else p)
+    pieces.append(trail)
+    return "".join(pieces)
 
 
 def _mask_token(tok: str) -> str:
@@ -204,7 +214,17 @@ def _mask_token(tok: str) -> str:
     for i, p in enumerate(parts):
         c = p[0]
         if c.isalnum() or c in "_.-":
-            out.append(_mask_piece(p, parts[i + 1][0] if i + 1 < n else ""))
+            nxt = parts[i + 1] if i + 1 < n else ""
+            if nxt == "=" and i + 2 < n and parts[i + 2] == "=":
+                nxt = ""  # "==" ends base64 padding or is a comparison, not a key=value
+            out.append(_mask_piece(p, nxt))
+        elif (
+            c == "+"
+            and i + 1 < n
+            and parts[i + 1][0].isdigit()
+            and (i == 0 or not parts[i - 1][-1].isalnum())
+        ):
+            continue  # an explicit sign belongs to the number: "+0.27" is the same slot as "0.27"
         else:
             out.append(p)
     res = "".join(out)
@@ -233,6 +253,9 @@ class Masker:
         self._tokens: dict[str, str] = {}
 
     def template(self, text: str) -> str:
+        if len(text) > _MAX_TEXT:
+            # a bound on the cost of one message; beyond it the rest is one value
+            text = text[:_MAX_TEXT] + " " + _P
         for rx, repl in self._extra:
             text = rx.sub(repl, text)
         if "B)" in text:
@@ -256,9 +279,11 @@ class Masker:
         for tok in text.split():
             masked = get(tok)
             if masked is None:
-                if len(cache) >= _TOKEN_CACHE_SIZE:
-                    cache.clear()
-                masked = cache[tok] = _mask_token(tok)
+                masked = _mask_token(tok)
+                if len(tok) <= _TOKEN_CACHE_LEN:
+                    if len(cache) >= _TOKEN_CACHE_SIZE:
+                        cache.clear()
+                    cache[tok] = masked
             out.append(masked)
         res = " ".join(out)
         if "<*> " in res:
