@@ -53,3 +53,10 @@ def test_fixed_words_stay() -> None:
 def test_user_masks_apply_before_builtins() -> None:
     m = Masker([(r"user [a-z]+", "user <*>")])
     assert m.template("user alice logged in") == "user <*> logged in"
+
+
+@given(st.integers(min_value=0, max_value=10**40))
+def test_digit_fast_path_agrees_with_the_token_rules(n: int) -> None:
+    from telemetryd.masking import _mask_token
+
+    assert _mask_token(str(n)) == PLACEHOLDER == M.template(str(n))

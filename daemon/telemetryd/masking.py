@@ -277,6 +277,10 @@ class Masker:
         get = cache.get
         out = []
         for tok in text.split():
+            if tok.isdigit() and tok.isascii():
+                # Most unique tokens are plain numbers; they always mask whole and would only churn the memo.
+                out.append(_P)
+                continue
             masked = get(tok)
             if masked is None:
                 masked = _mask_token(tok)
