@@ -19,8 +19,8 @@ venv: $(VENV)/.installed
 include $(wildcard mk/*.mk)
 
 lint: venv
-	$(BIN)/ruff check daemon tests bench
-	$(BIN)/ruff format --check daemon tests bench
+	$(BIN)/ruff check daemon tests bench scripts
+	$(BIN)/ruff format --check daemon tests bench scripts
 
 typecheck: venv
 	$(BIN)/mypy daemon/telemetryd
@@ -32,3 +32,18 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) demo .build bench/out
+
+demo: venv
+	./scripts/demo.sh
+
+# Benchmarks print their figures; copy them into docs/benchmarks.md with the date and machine.
+bench-patterns: venv
+	$(BIN)/python bench/patterns.py
+
+bench-quick: venv
+	$(BIN)/python bench/throughput.py --lines 200000 --runs 1
+	$(BIN)/python bench/checkpoint_cost.py --patterns 10 10000 --checkpoints 100
+
+bench: venv bench-patterns
+	$(BIN)/python bench/throughput.py --lines 2000000 --runs 2
+	$(BIN)/python bench/checkpoint_cost.py --patterns 10 100000 1000000

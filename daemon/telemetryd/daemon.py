@@ -9,6 +9,7 @@ they are handed (checkpoint writer), or serve numbers they are handed (metrics).
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import os
 import queue
@@ -26,6 +27,7 @@ from . import checkpoint as ck
 from .config import Config, ConfigError, Overrides, load_config, parse_listen
 from .events import TOO_LONG
 from .lock import LockHeld, StateLock
+from .logs import configure as configure_logging
 from .metrics import Health, HttpServer, Metrics, Stats, make_app
 from .notify import Notifier
 from .patterns import Extractor, PatternCounter
@@ -232,6 +234,10 @@ class Daemon:
         self._base_events = self.counter.events_total
         self._base_overflow = self.counter.overflow_count
         self._base_skipped = dict(self.counter.skipped)
+        # Per-pattern counters start from each pattern's count at process start; kept only when enabled.
+        self._pattern_base = (
+            {p.id: p.count for p in self.counter.table.values()} if self.cfg.metrics.pattern_series else {}
+        )
         self._durable_events = self._events_at_cut = self.counter.events_total
         self.settings = settings
         self.writer = ck.JournalWriter(self.state_dir, generation, good_size, settings, self._on_result)
@@ -508,12 +514,15 @@ class Daemon:
             lag = max(0, size - t.offset)
             read_lag += lag
             ckpt_lag += max(0, size - t.committed)
-            if lag:
-                lags.append((lag, t.path))
-        top_n = self.cfg.metrics.top_files
-        lags.sort(reverse=True)
+            lags.append((lag, t.path))
+        # Files at zero lag are exported too (bounded by top_files): an empty panel reads as "broken".
+        lags = heapq.nlargest(self.cfg.metrics.top_files, lags)
         k = self.cfg.metrics.pattern_series
-        top = [(p.id, p.template or "", p.count) for p in c.top(k)] if k else []
+        top = (
+            [(p.id, p.template or "", p.count - self._pattern_base.get(p.id, 0)) for p in c.top(k)]
+            if k
+            else []
+        )
         st = Stats(
             events=c.events_total - self._base_events,
             overflow=c.overflow_count - self._base_overflow,
@@ -526,7 +535,7 @@ class Daemon:
             read_lag_bytes=read_lag,
             checkpoint_lag_bytes=ckpt_lag,
             checkpoint_lag_events=c.events_total - self._durable_events,
-            file_lags=[(p, n) for n, p in lags[:top_n]],
+            file_lags=[(p, n) for n, p in lags],
             top_patterns=top,
         )
         self.metrics.observe(st)
@@ -567,6 +576,7 @@ class Daemon:
                 metrics=msgspec.structs.replace(new.metrics, listen=self.cfg.metrics.listen),
             )
         self.cfg = new
+        self.log_format = configure_logging(new.log.format, new.log.level)
         self.sources.configure(new.sources)
         if self.watcher is not None:
             self.watcher.stop()

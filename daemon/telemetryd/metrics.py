@@ -181,12 +181,13 @@ class Metrics:
         for path, lag in s.file_lags:
             self.file_lag.labels(path).set(lag)
         self._file_lag_paths = paths
+        # `count` is the pattern's events since process start, so a pattern entering the top K late
+        # still reports everything this process counted for it.
         for pid, tpl, count in s.top_patterns:
-            before = self._pattern_seen.get(pid)
-            if before is None:
-                self.pattern_events.labels(pid, tpl)
-            elif count > before:
-                self.pattern_events.labels(pid, tpl).inc(count - before)
+            before = self._pattern_seen.get(pid, 0)
+            child = self.pattern_events.labels(pid, tpl)
+            if count > before:
+                child.inc(count - before)
             self._pattern_seen[pid] = count
         self._prev = Stats(
             s.events, s.overflow, s.bytes_read, dict(s.skipped), dict(s.rotations), dict(s.source_errors)

@@ -172,7 +172,9 @@ class Notifier:
             return
         now = self._clock()
         last = self._last_ping
-        if last is not None and now - last < interval:
+        # The same expression as next_deadline(): "now - last < interval" can disagree with it by one
+        # rounding step, and a loop woken at its deadline would then not ping.
+        if last is not None and now < last + interval:
             return
         # Even a failed send counts as the ping, so a broken socket costs one syscall per interval.
         self._last_ping = now

@@ -107,6 +107,7 @@ class PatternCounter:
         # Patterns changed since the last checkpoint was cut: a checkpoint writes only these.
         self.dirty: set[PatternState] = set()
         self._fast: dict[tuple[Any, Any], PatternState | None] = {}
+        self._kcache: dict[tuple[Any, ...], tuple[str | None, ...]] = {}
 
     def restore(
         self, patterns: Iterable[PatternState], events_total: int, overflow: int, skipped: dict[str, int]
@@ -117,13 +118,25 @@ class PatternCounter:
         self.skipped = dict(skipped)
         self.dirty = set()
         self._fast = {}
+        self._kcache = {}
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
 
     def _lookup(self, raw_key: tuple[Any, ...], raw_tpl: Any, now: float) -> PatternState | None:
         ex = self.ex
-        key = ex.schema.key_values(raw_key)
+        # Keys repeat far more than messages do: normalise each distinct raw key once.
+        try:
+            key = self._kcache[raw_key]
+            plain_key = True
+        except (KeyError, TypeError):
+            key = ex.schema.key_values(raw_key)
+            # Only plain strings are cached by raw value: 1, 1.0 and true hash alike but are different keys.
+            plain_key = all(type(v) is str or v is UNSET for v in raw_key)
+            if plain_key:
+                if len(self._kcache) >= FAST_CACHE_MAX:
+                    self._kcache.clear()
+                self._kcache[raw_key] = key
         tpl, text = ex.template(raw_tpl)
         pk = (key, tpl)
         p = self.table.get(pk)
@@ -132,8 +145,7 @@ class PatternCounter:
                 pattern_id(ex.key_fields, key, tpl), key, tpl, 0, now, now, text[:EXAMPLE_MAX_CHARS]
             )
             self.table[pk] = p
-        # Only plain strings are cached by raw value: 1, 1.0 and true hash alike but are different keys.
-        if all(type(v) is str or v is UNSET for v in raw_key) and (type(raw_tpl) is str or raw_tpl is UNSET):
+        if plain_key and (type(raw_tpl) is str or raw_tpl is UNSET):
             if len(self._fast) >= FAST_CACHE_MAX:
                 self._fast.clear()
             self._fast[(raw_key, raw_tpl)] = p

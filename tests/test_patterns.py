@@ -1,0 +1,82 @@
+"""Pattern ids and counting: pure functions of the event; the daemon's fast path agrees with `extract`."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from telemetryd.cli import extract_line
+from telemetryd.patterns import Extractor, PatternCounter, pattern_id
+
+
+def test_pattern_ids_are_pinned() -> None:
+    # Literal values: an id must never change across hosts, runs or Python versions. They are
+    # BLAKE2b-64 of the compact JSON [key_fields, key_values, template], e.g.
+    # b'[["event_type"],["error"],"timeout after <*> ms"]'.
+    assert pattern_id(["event_type"], ["error"], "timeout after <*> ms") == "9afabb4f1a1611e9"
+    assert pattern_id(["k"], [None], None) == "759f3afe5463c9a5"
+    assert pattern_id([], [], "") == "7b9c5279feb7d1e7"
+
+
+def test_key_values_are_strings_or_json_text() -> None:
+    ex = Extractor(["a", "b.c", "d"], "message", [])
+    ev = ex.schema.decoder.decode(
+        b'{"a": 1.5, "b": {"c": [1, {"y": 2, "x": 1}]}, "d": null, "message": "hi"}'
+    )
+    key, _tpl, _ = ex.pattern_of(ev)
+    assert key == ("1.5", '[1,{"x":1,"y":2}]', "null")
+    ev = ex.schema.decoder.decode(b'{"b": "not an object"}')
+    assert ex.pattern_of(ev)[0] == (None, None, None)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+    max_leaves=6,
+)
+events = st.fixed_dictionaries(
+    {},
+    optional={
+        "k": json_values,
+        "j": st.sampled_from(["x", "y", 1, True]),
+        "message": st.text(max_size=30) | json_values,
+    },
+)
+lines = st.one_of(
+    events.map(lambda e: json.dumps(e).encode()),
+    st.binary(max_size=40).filter(lambda b: b"\n" not in b),
+    st.sampled_from([b"[]", b"1", b'"s"', b"", b"{", b'{"k": 1e400}', b'{"k": "\\ud800"}', b"{" * 5000]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(lines, max_size=30))
+def test_fast_path_counts_equal_extract(batch: list[bytes]) -> None:
+    ex = Extractor(["k", "j"], "message", [])
+    counter = PatternCounter(ex, 1000, 200)
+    block = b"".join(line + b"\n" for line in batch)
+    counter.process_block(block, 1.0)
+    counter.process_block(block, 2.0)  # again: the caches must not change the outcome
+    want_ids: collections.Counter[str] = collections.Counter()
+    want_skips: collections.Counter[str] = collections.Counter()
+    ex2 = Extractor(["k", "j"], "message", [])
+    for line in batch:
+        r = extract_line(ex2, line, 200)
+        if "skipped" in r:
+            want_skips[r["skipped"]] += 2
+        else:
+            want_ids[r["id"]] += 2
+    got = collections.Counter({p.id: p.count for p in counter.table.values()})
+    assert got == want_ids
+    assert collections.Counter(counter.skipped) == want_skips
+    assert counter.events_total == sum(want_ids.values())
+
+
+def test_overflow_bucket_past_max_patterns() -> None:
+    ex = Extractor(["k"], "", [])
+    c = PatternCounter(ex, 3, 1 << 20)
+    c.process_block(b"".join(b'{"k": "v%d"}\n' % i for i in range(10)) * 2, 1.0)
+    assert len(c.table) == 3 and c.overflow_count == 14 and c.events_total == 20
+    assert sum(p.count for p in c.table.values()) == 6
