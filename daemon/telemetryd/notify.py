@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
-
 from systemd import daemon as _sd_daemon
 
 __all__ = ["Notifier", "format_status"]
