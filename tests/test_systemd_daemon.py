@@ -221,17 +221,21 @@ def test_watchdog_pings_every_half_interval(daemon: Daemon) -> None:
 
 
 def test_watchdog_keeps_pinging_through_a_large_backlog(daemon: Daemon) -> None:
-    # The loop must come back to its watchdog check while it works through a backlog (bounded
-    # turns), not only when it runs out of input.
-    (daemon.src / "app.jsonl").write_text(events(20))
+    # The loop must come back to its watchdog check while it works through a backlog, however many
+    # files hold it (a turn bounded per file is not bounded), not only when it runs out of input.
+    # About 35 MB in 4 files: seconds of work at any plausible speed.
+    names = [f"app{i}.jsonl" for i in range(4)]
+    for name in names:
+        (daemon.src / name).write_text(events(5))
     daemon.start("--path", str(daemon.src / "*.jsonl"))
     daemon.wait_ready()
     daemon.wait_counted(20)
     # Start right after a ping, so the gaps measured cover the whole backlog.
     last_ping, _ = daemon.wait_for("WATCHDOG", len(daemon.listener.messages))
-    with open(daemon.src / "app.jsonl", "a") as f:
-        f.write(events(150_000, start=20))
-    daemon.wait_counted(150_020, timeout=120)
+    for name in names:
+        with open(daemon.src / name, "a") as f:
+            f.write(events(150_000, start=5))
+    daemon.wait_counted(20 + 4 * 150_000, timeout=120)
     daemon.wait_for("WATCHDOG", len(daemon.listener.messages))
     pings = watchdog_pings(daemon.listener.messages[last_ping:])
     assert len(pings) >= 2
@@ -332,7 +336,7 @@ def test_a_signal_storm_does_not_wedge_the_main_loop(daemon: Daemon) -> None:
     writer = threading.Thread(target=append)
     writer.start()
     try:
-        for i in range(600):
+        for i in range(900):
             proc.send_signal(signal.SIGHUP)
             # 2..20 ms apart: some land inside a reload (about 15 ms), most between reloads.
             time.sleep(0.002 * (1 + i % 10))
