@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import sys
@@ -74,6 +75,8 @@ def _state(cfg: Config) -> ck.Recovery:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # The watchdog ends a hung daemon with SIGABRT: leave a traceback of every thread in the log.
+    faulthandler.enable()
     cfg = _load(args, paths=tuple(args.path), metrics_listen=args.metrics_listen)
     configure(cfg.log.format, cfg.log.level)
     log = get_logger()

@@ -29,16 +29,20 @@ from .events import TOO_LONG
 from .lock import LockHeld, StateLock
 from .logs import configure as configure_logging
 from .metrics import Health, HttpServer, Metrics, Stats, make_app
-from .notify import Notifier
+from .notify import Notifier, format_status
 from .patterns import Extractor, PatternCounter
 from .reader import TailedFile
 from .sources import SourceSet, watch_roots
+from .wakeup import Wakeup
 from .watcher import Watcher
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 # Blocks read from one file before the loop moves on, so one busy file cannot starve the rest or delay
 # checkpoints and watchdog pings.
 BLOCKS_PER_TURN = 8
+# One pass over busy files ends after this long, so signals, checkpoints due by time and watchdog pings
+# are never held up by a large backlog spread over many files.
+TURN_SECONDS = 0.05
 STATS_EVERY = 0.5
 STATUS_EVERY = 5.0
 
@@ -68,7 +72,7 @@ class Daemon:
         self.overrides = overrides or Overrides()
         self.once = once
         self.state_dir = cfg.checkpoint.state_dir
-        self.wake = threading.Event()
+        self.wake = Wakeup()
         self._stop = False
         self._reload = False
         self._results: queue.Queue[ck.WriteResult] = queue.Queue()
@@ -90,6 +94,7 @@ class Daemon:
         self._proc = Stats()
         self._bytes_read_total = 0
         self._checkpoint_ok_once = False
+        self._status_mark = (time.monotonic(), 0)
 
     # --- set-up --------------------------------------------------------------------------------------
 
@@ -239,6 +244,7 @@ class Daemon:
             {p.id: p.count for p in self.counter.table.values()} if self.cfg.metrics.pattern_series else {}
         )
         self._durable_events = self._events_at_cut = self.counter.events_total
+        self._status_mark = (time.monotonic(), self.counter.events_total)
         self.settings = settings
         self.writer = ck.JournalWriter(self.state_dir, generation, good_size, settings, self._on_result)
         if state.time:
@@ -360,7 +366,12 @@ class Daemon:
         counter, sources = self.counter, self.sources
         wall = time.time()
         now = time.monotonic()
-        for t in files:
+        turn_ends = now + TURN_SECONDS
+        pending = list(files)
+        for i, t in enumerate(pending):
+            if time.monotonic() > turn_ends:
+                more.update(pending[i:])
+                break
             if t.ident not in sources.files or not sources.ensure_open(t):
                 continue
             try:
@@ -368,6 +379,7 @@ class Daemon:
                 if why:
                     sources._reset(t, why)
                 for _ in range(BLOCKS_PER_TURN):
+                    self.notifier.tick()
                     b = t.read_block(max_line)
                     if not b.consumed:
                         break
@@ -541,11 +553,13 @@ class Daemon:
         self.metrics.observe(st)
 
     def _status_line(self) -> str:
+        now = time.monotonic()
         c = self.counter
-        return (
-            f"files={len(self.sources.files)} events_total={c.events_total} patterns={len(c.table)} "
-            f"checkpoint_lag_events={c.events_total - self._durable_events}"
-        )
+        prev_t, prev_n = self._status_mark
+        rate = (c.events_total - prev_n) / (now - prev_t) if now > prev_t else 0.0
+        self._status_mark = (now, c.events_total)
+        lag_bytes = sum(max(0, (t.size or t.offset) - t.committed) for t in self.sources.files.values())
+        return format_status(len(self.sources.files), rate, c.events_total - self._durable_events, lag_bytes)
 
     # --- reload and shutdown -------------------------------------------------------------------------
 

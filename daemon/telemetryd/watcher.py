@@ -8,6 +8,8 @@ from typing import Any
 
 import watchfiles
 
+from .wakeup import Wakeup
+
 # Low debounce: the library's 1.6 s default would put seconds between a write and its count.
 DEBOUNCE_MS = 10
 STEP_MS = 2
@@ -17,7 +19,7 @@ class Watcher:
     """Collects changed paths and sets `wake`. The main loop decides what to read; this only signals."""
 
     def __init__(
-        self, roots: Sequence[tuple[str, bool]], wake: threading.Event, log: Any, force_polling: bool = False
+        self, roots: Sequence[tuple[str, bool]], wake: Wakeup, log: Any, force_polling: bool = False
     ) -> None:
         self.roots = list(roots)
         self.wake = wake
