@@ -48,11 +48,12 @@ def scrape(port: int) -> dict[str, float]:
 class Setup:
     """A config, a state dir and the daemon arguments for one test directory."""
 
-    def __init__(self, tmp: Path, glob: str = "*.jsonl*", extra: str = "") -> None:
+    def __init__(self, tmp: Path, glob: str = "*.jsonl*", extra: str = "", rescan: float = 0.5) -> None:
         self.dir = tmp / "logs"
         self.dir.mkdir(exist_ok=True)
         self.state = tmp / "state"
-        self.cfg = write_config(tmp, LC_CONFIG + extra)
+        text = LC_CONFIG.replace("rescan_seconds = 0.5", f"rescan_seconds = {rescan}") + extra
+        self.cfg = write_config(tmp, text)
         self.args = (
             *("--config", str(self.cfg), "--path", str(self.dir / glob)),
             *("--state-dir", str(self.state)),
