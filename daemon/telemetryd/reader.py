@@ -69,6 +69,7 @@ class TailedFile:
         # returns True while the file is held.
         self.gate: Callable[[TailedFile], bool] | None = None
         self.held = False
+        self._checked_size = -1
 
     @property
     def ident(self) -> tuple[int, int]:
@@ -156,6 +157,12 @@ class TailedFile:
                 return ""
         if st.st_size < self.offset:
             return "truncated"
+        if st.st_size != self._checked_size and self.tail_len:
+            # Truncated and written past the offset again between two looks (copytruncate under load):
+            # the size alone cannot tell, the bytes before the offset can.
+            self._checked_size = st.st_size
+            if digest(os.pread(self.fd, self.tail_len, self.offset - self.tail_len)) != self.tail:
+                return "rewritten"
         if self.fp_len < FP_MAX and st.st_size > self.fp_len and not self._grow_fingerprint():
             return "rewritten"
         return ""

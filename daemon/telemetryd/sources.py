@@ -361,7 +361,8 @@ class SourceSet:
         if size != last_size:
             grew_at = now
         still: list[_Origin] = []
-        for c in cands:
+        # Files truncated since n was found may be what n is a copy of.
+        for c in [*cands, *(r for r in self._truncated if r not in cands)]:
             verdict = self._compare(n, c, size)
             if verdict == "copy":
                 del self._pending[n]
