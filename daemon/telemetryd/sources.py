@@ -212,16 +212,22 @@ class SourceSet:
             if t is None:
                 fresh.append((path, ident))
                 continue
+            changed = True
             if t.unverified:
                 t = self._resume(t, path)
                 if t is None:
                     continue
             elif t.path != path:
                 self._renamed(t, path)
+            else:
+                # Read only files whose size moved away from the offset: a rescan over 10,000 idle files
+                # must not reopen each of them (notifications bring the changes).
+                changed = st.st_size != t.offset or t.gate is not None or t.gone_since is not None
             if t.gone_since is not None:
                 t.gone_since = None
             by_path[path] = t
-            to_read.append(t)
+            if changed:
+                to_read.append(t)
         for t in list(self.files.values()):
             if t.ident in seen:
                 continue
