@@ -28,6 +28,9 @@ Log = Any  # a structlog BoundLogger; typed loosely because structlog's proxies 
 # offset when the copy is found only after the truncation.
 COPY_MEMORY_SECONDS = 120.0
 HEAD_KEY = 32
+# A copy being written keeps growing; a held file that stops short of its original's offset for this
+# long is a new file that merely starts like it.
+COPY_STALL_SECONDS = 2.0
 # Bytes compared at the end of a possible copy still being written, against its original.
 COPY_PROBE = 4096
 
@@ -331,6 +334,8 @@ class SourceSet:
         for t in pool:
             if t is n or t.gate is not None or t.unverified or t.offset <= len(n.head) or not t.head:
                 continue
+            if t.gone_since is not None:
+                continue  # renamed away or deleted: a new file under its old name is not its copy
             k = min(len(t.head), len(n.head))
             if t.head[:k] == n.head[:k]:
                 out.append(t)
@@ -385,7 +390,7 @@ class SourceSet:
                 return False
             if verdict == "maybe":
                 still.append(c)
-        if still and now - grew_at < self.cfg.rotate_wait_seconds:
+        if still and now - grew_at < min(self.cfg.rotate_wait_seconds, COPY_STALL_SECONDS):
             self._pending[n] = (still, grew_at, size)
             return True
         del self._pending[n]
