@@ -372,6 +372,7 @@ class SourceSet:
         if size != last_size:
             grew_at = now
         still: list[_Origin] = []
+        n.head = os.pread(n.fd, FP_MAX, 0)
         # Files truncated since n was found may be what n is a copy of.
         for c in [*cands, *(r for r in self._truncated if r not in cands)]:
             verdict = self._compare(n, c, size)
@@ -403,8 +404,7 @@ class SourceSet:
     def _compare(self, n: TailedFile, c: _Origin, size: int) -> str:
         """'copy' if n holds c's bytes up to c's offset, 'maybe' if it may still become so, else 'no'."""
         assert n.fd is not None
-        head = os.pread(n.fd, FP_MAX, 0)
-        n.head = head
+        head = n.head
         chead = c.head if c.head else None
         if chead is not None:
             k = min(len(chead), len(head))
