@@ -6,6 +6,14 @@ Usage: many_files.py [--files 10000] [--max-open 512] [--idle 20] [--rescan 5] [
 Creates N one-line files, starts `telemetryd run` on them, waits until every line is counted, then
 measures over --idle seconds with no writes: CPU seconds used (utime + stime from /proc), RSS (VmRSS,
 VmHWM), open descriptors. Then appends one line to 1% of the files and times until they are counted.
+
+Measured 2026-11-23 on the shared 2-core dev VM (ext4), 10,000 files, rescan_seconds = 5:
+- inotify, max_open_files 512: all counted in 2.7 s; idle CPU 5.3 %; RSS 45 MiB; 520 fds; appends to
+  100 files counted in 0.3 s.
+- inotify, max_open_files 64: idle CPU 4.6 %; 72 fds; appends counted in 0.5 s.
+- watch = "poll" (poll_seconds 0.25), max_open_files 512: idle CPU 22 %; appends counted in 0.6 s.
+Idle cost is the rescan (glob + stat of every file every 5 s) and the stats pass over all files every
+0.5 s; in poll mode, the daemon loop visiting every file every poll_seconds.
 """
 
 from __future__ import annotations
