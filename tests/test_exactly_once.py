@@ -34,6 +34,8 @@ def test_kill_9_many_times_counts_stay_exact(tmp_path: Path, daemons) -> None:
     for w in writers:
         assert w.wait(60) == 0
     d = daemons(*args)
+    # The state may already be caught up from the last killed daemon: SIGTERM only once it listens.
+    d.wait_ready()
     wait_for(lambda: state.exists() and _caught_up(state, files, cfg), timeout=60, what="catch-up")
     assert d.stop() == 0, d.log()
     expected = key_counts(files)

@@ -334,7 +334,9 @@ class Daemon:
                 next_status = now + STATUS_EVERY
             if more or self._stop:
                 continue
-            deadline = min(next_scan, self._last_cut + cfg.checkpoint.every_seconds, next_poll, next_stats)
+            # A cut is only due when something changed; otherwise an idle daemon would spin here.
+            cut_at = self._last_cut + cfg.checkpoint.every_seconds if self._dirty() else next_scan
+            deadline = min(next_scan, cut_at, next_poll, next_stats)
             wd = self.notifier.next_deadline()
             if wd is not None:
                 deadline = min(deadline, wd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .checkpoint import FileEntry
@@ -61,6 +62,14 @@ class TailedFile:
         self.last_active = 0.0
         # Loaded from a checkpoint but not yet matched to a file on disk.
         self.unverified = False
+        # The first up to FP_MAX bytes, in memory only: tells a copy of this file from a new one.
+        self.head = b""
+        # Set by the source set while the file must not be read yet (a possible copy of a tracked file,
+        # or a copy whose lines are still being read from its original): called before each read,
+        # returns True while the file is held.
+        self.gate: Callable[[TailedFile], bool] | None = None
+        self.held = False
+        self._checked_size = -1
 
     @property
     def ident(self) -> tuple[int, int]:
@@ -122,6 +131,7 @@ class TailedFile:
         self.fp_len = 0
         self.tail = ""
         self.tail_len = 0
+        self.head = b""
         self._skip_scan = None
 
     def _grow_fingerprint(self) -> bool:
@@ -132,6 +142,7 @@ class TailedFile:
             return False
         if len(head) > self.fp_len:
             self.fp, self.fp_len = digest(head), len(head)
+            self.head = head
         return True
 
     def check_truncated(self) -> str:
@@ -140,8 +151,18 @@ class TailedFile:
         st = os.fstat(self.fd)
         self.size = st.st_size
         self.deleted = st.st_nlink == 0
+        if self.gate is not None:
+            self.held = self.gate(self)
+            if self.held:
+                return ""
         if st.st_size < self.offset:
             return "truncated"
+        if st.st_size != self._checked_size and self.tail_len:
+            # Truncated and written past the offset again between two looks (copytruncate under load):
+            # the size alone cannot tell, the bytes before the offset can.
+            self._checked_size = st.st_size
+            if digest(os.pread(self.fd, self.tail_len, self.offset - self.tail_len)) != self.tail:
+                return "rewritten"
         if self.fp_len < FP_MAX and st.st_size > self.fp_len and not self._grow_fingerprint():
             return "rewritten"
         return ""
@@ -149,6 +170,8 @@ class TailedFile:
     def read_block(self, max_line_bytes: int, budget: int = CHUNK) -> Block:
         """Complete lines from the offset on; a trailing partial line stays unread until its newline."""
         assert self.fd is not None
+        if self.held:
+            return Block(b"", 0, 0)
         if self._skip_scan is not None:
             return self._skip_long_line(max_line_bytes)
         want = max(budget, max_line_bytes + 1)
@@ -178,6 +201,16 @@ class TailedFile:
                 self._advance(b"", consumed)
                 return Block(b"", 1, consumed)
             self._skip_scan += len(data)
+
+    def set_offset(self, offset: int) -> None:
+        """Move to a line start taken over from another file (a copy inherits its original's offset)."""
+        assert self.fd is not None
+        self.offset = offset
+        self._skip_scan = None
+        self.tail_len = min(TAIL_MAX, offset)
+        self.tail = digest(os.pread(self.fd, self.tail_len, offset - self.tail_len)) if offset else ""
+        head = os.pread(self.fd, FP_MAX, 0)
+        self.fp, self.fp_len, self.head = (digest(head), len(head), head) if head else ("", 0, b"")
 
     def _advance(self, consumed_bytes: bytes, n: int) -> None:
         assert self.fd is not None

@@ -7,10 +7,14 @@ to it, but its descriptor is read to the end) -> released (closed, dropped from 
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import stat
+import time
+from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from .checkpoint import FileEntry, FileIdent
@@ -18,6 +22,33 @@ from .config import SourcesConfig
 from .reader import CHUNK, FP_MAX, TailedFile, digest
 
 Log = Any  # a structlog BoundLogger; typed loosely because structlog's proxies are dynamic
+
+
+# How long the identity of a truncated file is remembered, so its copy (copytruncate) can take over the
+# offset when the copy is found only after the truncation.
+COPY_MEMORY_SECONDS = 120.0
+HEAD_KEY = 32
+# A copy being written keeps growing; a held file that stops short of its original's offset for this
+# long is a new file that merely starts like it.
+COPY_STALL_SECONDS = 2.0
+# Bytes compared at the end of a possible copy still being written, against its original.
+COPY_PROBE = 4096
+
+
+@dataclass
+class _Truncated:
+    """What a file held before it was truncated: a copy of it may carry these bytes on."""
+
+    at: float
+    head: bytes | None  # None when only the fingerprint is known (truncated while we were down)
+    fp: str
+    fp_len: int
+    tail: str
+    tail_len: int
+    offset: int
+
+
+_Origin = TailedFile | _Truncated
 
 
 def watch_roots(patterns: Iterable[str]) -> list[tuple[str, bool]]:
@@ -46,7 +77,20 @@ class SourceSet:
         self.rotations: dict[str, int] = {"rename": 0, "truncate": 0, "delete": 0}
         self.errors: dict[str, int] = {}
         self._error_logged: set[tuple[str, str]] = set()
-        self.open_count = 0
+        # Open descriptors, least recently used first.
+        self._open: OrderedDict[TailedFile, None] = OrderedDict()
+        self._truncated: list[_Truncated] = []
+        # Held files: possible copies (value: the candidates and when the file last grew) and copies
+        # following their original (value: the original).
+        self._pending: dict[TailedFile, tuple[list[_Origin], float, int]] = {}
+        self._follows: dict[TailedFile, TailedFile] = {}
+        # Tracked files that could be copied, by their first HEAD_KEY bytes (shorter heads under b""):
+        # built once per scan that finds new files, so 10,000 new files cost no quadratic search.
+        self._heads: dict[bytes, list[TailedFile]] | None = None
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
 
     # --- bookkeeping --------------------------------------------------------------------------------
 
@@ -58,8 +102,10 @@ class SourceSet:
         self.cfg = cfg
 
     def _error(self, path: str, reason: str, detail: str = "") -> None:
-        self.errors[reason] = self.errors.get(reason, 0) + 1
+        # Counted and logged once per path and reason until the path works again: a file that stays
+        # unreadable is retried on every rescan without flooding the log or the counter.
         if (path, reason) not in self._error_logged:
+            self.errors[reason] = self.errors.get(reason, 0) + 1
             self._error_logged.add((path, reason))
             self.log.warning("source_error", path=path, reason=reason, detail=detail)
 
@@ -68,12 +114,27 @@ class SourceSet:
             self._error_logged = {k for k in self._error_logged if k[0] != path}
 
     def _opened(self, t: TailedFile) -> None:
-        self.open_count += 1
+        self._open[t] = None
+        self._open.move_to_end(t)
+        self._evict(keep=t)
+
+    def _evict(self, keep: TailedFile | None = None) -> None:
+        """Close least recently used files still reachable by path; they are reopened by identity."""
+        excess = len(self._open) - self.cfg.max_open_files
+        if excess <= 0:
+            return
+        for t in list(self._open):
+            if excess <= 0:
+                break
+            if t is keep or t.gone_since is not None:
+                continue  # a rotated-away or deleted file may be unreachable once closed
+            self.close_file(t)
+            excess -= 1
 
     def close_file(self, t: TailedFile) -> None:
         if t.fd is not None:
             t.close()
-            self.open_count -= 1
+        self._open.pop(t, None)
 
     def _drop(self, t: TailedFile) -> None:
         self.close_file(t)
@@ -81,13 +142,30 @@ class SourceSet:
         if self.by_path.get(t.path) is t:
             del self.by_path[t.path]
         self.dirty.discard(t)
-        self.dropped.add(t.ident)
+        self._pending.pop(t, None)
+        self._follows.pop(t, None)
+        was_held = t.gate is not None
+        t.gate = None
+        if not was_held:
+            # A held file was never checkpointed; anything else leaves the checkpoint.
+            self.dropped.add(t.ident)
+        for f, orig in list(self._follows.items()):
+            if orig is t:
+                self._unfollow(f, t.offset, "original released")
 
     def _reset(self, t: TailedFile, why: str, kind: str = "truncate") -> None:
         self.rotations[kind] += 1
         self.log.info("file_rewritten", path=t.path, reason=why, old_offset=t.offset)
+        if t.offset and t.fp_len:
+            self._truncated.append(
+                _Truncated(time.monotonic(), t.head or None, t.fp, t.fp_len, t.tail, t.tail_len, t.offset)
+            )
+        old_offset = t.offset
         t.reset()
         self.dirty.add(t)
+        for f, orig in list(self._follows.items()):
+            if orig is t:
+                self._unfollow(f, old_offset, "original truncated")
 
     # --- discovery ----------------------------------------------------------------------------------
 
@@ -105,15 +183,24 @@ class SourceSet:
         return out
 
     def scan(self, now: float) -> list[TailedFile]:
-        """Re-expand the globs and reconcile with what is tracked. Returns the files worth reading now."""
+        """Re-expand the globs and reconcile with what is tracked. Returns the files worth reading now.
+
+        Known identities are settled first (resumed, renamed, rotated away), new ones last: a new file
+        may be a copy of a tracked or just-truncated one, which is only known once those are settled.
+        """
         seen: set[FileIdent] = set()
         by_path: dict[str, TailedFile] = {}
         to_read: list[TailedFile] = []
+        fresh: list[tuple[str, FileIdent]] = []
         for path in self.expand():
             try:
                 st = os.stat(path)
             except FileNotFoundError:
-                continue  # vanished between listing and stat: the next scan settles it
+                if os.path.islink(path):
+                    self._error(path, "dangling_symlink")
+                else:
+                    self._error(path, "vanished")
+                continue
             except OSError as e:
                 self._error(path, "stat_failed", e.strerror or str(e))
                 continue
@@ -125,23 +212,25 @@ class SourceSet:
                 continue  # a second name (hard link, symlink) of a file already in this scan
             seen.add(ident)
             t = self.files.get(ident)
-            if t is not None and t.unverified:
-                t = self._resume(t, path)
-            elif t is not None and t.path != path:
-                self.rotations["rename"] += 1
-                self.log.info("file_renamed", old_path=t.path, path=path)
-                if self.by_path.get(t.path) is t:
-                    del self.by_path[t.path]
-                t.path = path
-                self.dirty.add(t)
             if t is None:
-                t = self._discover(path, ident)
+                fresh.append((path, ident))
+                continue
+            changed = True
+            if t.unverified:
+                t = self._resume(t, path)
                 if t is None:
                     continue
+            elif t.path != path:
+                self._renamed(t, path)
+            else:
+                # Read only files whose size moved away from the offset: a rescan over 10,000 idle files
+                # must not reopen each of them (notifications bring the changes).
+                changed = st.st_size != t.offset or t.gate is not None or t.gone_since is not None
             if t.gone_since is not None:
                 t.gone_since = None
             by_path[path] = t
-            to_read.append(t)
+            if changed:
+                to_read.append(t)
         for t in list(self.files.values()):
             if t.ident in seen:
                 continue
@@ -160,16 +249,35 @@ class SourceSet:
                 self.rotations[kind] += 1
                 self.log.info("file_rotated_away", path=t.path, kind=kind, offset=t.offset)
                 to_read.append(t)
+        self._truncated = [r for r in self._truncated if now - r.at < COPY_MEMORY_SECONDS]
+        self._heads = None
+        for path, ident in fresh:
+            nt = self._discover(path, ident)
+            if nt is None:
+                continue
+            by_path[path] = nt
+            to_read.append(nt)
         self.by_path = by_path
         return to_read
+
+    def _renamed(self, t: TailedFile, path: str) -> None:
+        self.rotations["rename"] += 1
+        self.log.info("file_renamed", old_path=t.path, path=path)
+        if self.by_path.get(t.path) is t:
+            del self.by_path[t.path]
+        t.path = path
+        if t.gate is None:
+            self.dirty.add(t)
 
     def _open_new(self, path: str, ident: FileIdent) -> int | None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
+            self._error(path, "vanished")
             return None
         except OSError as e:
-            self._error(path, "open_failed", e.strerror or str(e))
+            reason = "permission_denied" if e.errno in (errno.EACCES, errno.EPERM) else "open_failed"
+            self._error(path, reason, e.strerror or str(e))
             return None
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != ident:
@@ -184,18 +292,156 @@ class SourceSet:
             return None
         t = TailedFile(ident[0], ident[1], path)
         t.adopt_fd(fd)
+        self.files[ident] = t
         self._opened(t)
         head = os.pread(fd, FP_MAX, 0)
-        t.fp, t.fp_len = (digest(head), len(head)) if head else ("", 0)
-        if self.cfg.start_at == "end":
-            t.offset = _last_line_end(fd)
-            if t.offset:
-                t.tail_len = min(64, t.offset)
-                t.tail = digest(os.pread(fd, t.tail_len, t.offset - t.tail_len))
-        self.files[ident] = t
-        self.dirty.add(t)
-        self.log.info("file_opened", path=path, offset=t.offset, dev=ident[0], ino=ident[1])
+        t.fp, t.fp_len, t.head = (digest(head), len(head), head) if head else ("", 0, b"")
+        cands = self._copy_candidates(t)
+        if cands:
+            # Possibly a copy of a tracked file (copytruncate, or a copy that matches the globs): held
+            # until its bytes decide, so no line is read twice.
+            self._pending[t] = (cands, time.monotonic(), os.fstat(fd).st_size)
+            t.gate = self._gate
+            if self._settle(t):
+                self.log.info("file_held", path=path, reason="possible copy", candidates=len(cands))
+            return t
+        self._start_new(t)
         return t
+
+    def _start_new(self, t: TailedFile) -> None:
+        assert t.fd is not None
+        if self.cfg.start_at == "end":
+            t.set_offset(_last_line_end(t.fd))
+        self.dirty.add(t)
+        self.log.info("file_opened", path=t.path, offset=t.offset, dev=t.dev, ino=t.ino)
+
+    # --- copies -------------------------------------------------------------------------------------
+
+    def _copy_candidates(self, n: TailedFile) -> list[_Origin]:
+        """Tracked (or just truncated) files whose first bytes agree with n's and that were read past
+        them: n may be a copy of one of them."""
+        out: list[_Origin] = []
+        if self._heads is None:
+            self._heads = {}
+            for t in self.files.values():
+                if t.offset and t.head and t.gate is None and not t.unverified:
+                    key = t.head[:HEAD_KEY] if len(t.head) >= HEAD_KEY else b""
+                    self._heads.setdefault(key, []).append(t)
+        if len(n.head) >= HEAD_KEY:
+            pool = self._heads.get(n.head[:HEAD_KEY], []) + self._heads.get(b"", [])
+        else:
+            pool = [t for ts in self._heads.values() for t in ts]
+        for t in pool:
+            if t is n or t.gate is not None or t.unverified or t.offset <= len(n.head) or not t.head:
+                continue
+            if t.gone_since is not None:
+                continue  # renamed away or deleted: a new file under its old name is not its copy
+            k = min(len(t.head), len(n.head))
+            if t.head[:k] == n.head[:k]:
+                out.append(t)
+        for r in self._truncated:
+            if r.offset <= len(n.head):
+                continue
+            if r.head is not None:
+                k = min(len(r.head), len(n.head))
+                if r.head[:k] == n.head[:k]:
+                    out.append(r)
+            elif len(n.head) < r.fp_len or digest(n.head[: r.fp_len]) == r.fp:
+                out.append(r)
+        return out
+
+    def _gate(self, t: TailedFile) -> bool:
+        return self._settle(t)
+
+    def _settle(self, n: TailedFile) -> bool:
+        """Decide about a held file. True while it stays held."""
+        orig = self._follows.get(n)
+        if orig is not None:
+            if self.files.get(orig.ident) is orig and orig.gate is None:
+                return True
+            self._unfollow(n, orig.offset, "original gone")
+            return False
+        pend = self._pending.get(n)
+        if pend is None:
+            n.gate = None
+            return False
+        cands, grew_at, last_size = pend
+        assert n.fd is not None
+        size = os.fstat(n.fd).st_size
+        now = time.monotonic()
+        if size != last_size:
+            grew_at = now
+        still: list[_Origin] = []
+        n.head = os.pread(n.fd, FP_MAX, 0)
+        # Files truncated since n was found may be what n is a copy of.
+        for c in [*cands, *(r for r in self._truncated if r not in cands)]:
+            verdict = self._compare(n, c, size)
+            if verdict == "copy":
+                del self._pending[n]
+                offset = c.offset
+                n.set_offset(offset)
+                self.log.info("file_copy_found", path=n.path, offset=offset)
+                if isinstance(c, TailedFile) and self.files.get(c.ident) is c and c.gate is None:
+                    # The original is intact: it is read on, and the copy takes over its offset once it
+                    # is truncated or released.
+                    self._follows[n] = c
+                    return True
+                n.gate = None
+                self.dirty.add(n)
+                return False
+            if verdict == "maybe":
+                still.append(c)
+        if still and now - grew_at < min(self.cfg.rotate_wait_seconds, COPY_STALL_SECONDS):
+            self._pending[n] = (still, grew_at, size)
+            return True
+        del self._pending[n]
+        n.gate = None
+        if still:
+            self.log.info("file_copy_stalled", path=n.path, size=size)
+        self._start_new(n)
+        return False
+
+    def _compare(self, n: TailedFile, c: _Origin, size: int) -> str:
+        """'copy' if n holds c's bytes up to c's offset, 'maybe' if it may still become so, else 'no'."""
+        assert n.fd is not None
+        head = n.head
+        chead = c.head if c.head else None
+        if chead is not None:
+            k = min(len(chead), len(head))
+            if chead[:k] != head[:k]:
+                return "no"
+        elif len(head) >= c.fp_len and digest(head[: c.fp_len]) != c.fp:
+            return "no"
+        if size < c.offset:
+            # Still being written (or a different file): compare its last bytes with the original's.
+            if isinstance(c, TailedFile) and c.fd is not None and size > len(head):
+                k = min(COPY_PROBE, size)
+                if os.pread(n.fd, k, size - k) != os.pread(c.fd, k, size - k):
+                    return "no"
+            return "maybe"
+        if c.fp_len and digest(head[: c.fp_len]) != c.fp:
+            return "no"
+        if c.tail_len and digest(os.pread(n.fd, c.tail_len, c.offset - c.tail_len)) != c.tail:
+            return "no"
+        if os.pread(n.fd, 1, c.offset - 1) != b"\n":
+            return "no"
+        return "copy"
+
+    def _unfollow(self, n: TailedFile, offset: int, why: str) -> None:
+        """A copy takes over from its original: read on from where the original was read to."""
+        self._follows.pop(n, None)
+        n.gate = None
+        n.held = False
+        if self.files.get(n.ident) is not n:
+            return
+        if n.fd is None and not self.ensure_open(n):
+            return
+        assert n.fd is not None
+        size = os.fstat(n.fd).st_size
+        # Lines the original got after the copy was made were read from the original.
+        n.set_offset(offset if offset <= size else _last_line_end(n.fd))
+        self.dirty.add(n)
+        self.log.info("file_copy_takes_over", path=n.path, offset=n.offset, reason=why)
 
     def _resume(self, t: TailedFile, path: str) -> TailedFile | None:
         """A checkpointed file met again: resume at its offset only if it still holds what was read."""
@@ -206,44 +452,72 @@ class SourceSet:
         self._opened(t)
         t.unverified = False
         if t.path != path:
-            self.rotations["rename"] += 1
-            self.log.info("file_renamed", old_path=t.path, path=path)
-            t.path = path
-            self.dirty.add(t)
+            self._renamed(t, path)
         why = t.verify()
         if why:
             # Inode reuse or a rewrite in place: the offset belongs to another file's content.
             self._reset(t, why)
         else:
             self.log.info("file_resumed", path=path, offset=t.offset)
+        head = os.pread(fd, FP_MAX, 0)
+        if t.fp_len and len(head) >= t.fp_len and digest(head[: t.fp_len]) == t.fp:
+            t.head = head
         return t
 
-    def _find_elsewhere(self, t: TailedFile) -> TailedFile | None:
-        """A checkpointed file no glob matches any more (rotated while we were down): look for its inode
-        in its old directory, so its unread tail is finished before it is released."""
+    def _find_by_inode(self, t: TailedFile) -> str | None:
+        """The current name of t in its old directory (rotated while we were down, or while closed)."""
         d = os.path.dirname(t.path)
         try:
             with os.scandir(d) as it:
                 for e in it:
-                    if e.inode() == t.ino:
-                        try:
-                            st = os.stat(e.path, follow_symlinks=False)
-                        except OSError:
-                            continue
-                        if st.st_dev == t.dev and stat.S_ISREG(st.st_mode):
-                            return self._resume(t, e.path)
+                    if e.inode() != t.ino:
+                        continue
+                    try:
+                        st = os.stat(e.path, follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if st.st_dev == t.dev and stat.S_ISREG(st.st_mode):
+                        return e.path
         except OSError:
             return None
         return None
 
+    def _find_elsewhere(self, t: TailedFile) -> TailedFile | None:
+        """A checkpointed file no glob matches any more (rotated while we were down): look for its inode
+        in its old directory, so its unread tail is finished before it is released."""
+        p = self._find_by_inode(t)
+        return self._resume(t, p) if p is not None else None
+
     # --- reading support ----------------------------------------------------------------------------
 
     def ensure_open(self, t: TailedFile) -> bool:
+        """An open descriptor for t, reopened by identity if it was closed to stay under max_open_files."""
         if t.fd is not None:
+            self._open.move_to_end(t)
             return True
+        if t.gate is None and t.gone_since is None:
+            # Polling over many closed idle files: a stat tells whether reopening is worth it.
+            try:
+                st = os.stat(t.path)
+            except OSError:
+                st = None
+            if st is not None and (st.st_dev, st.st_ino) == t.ident and st.st_size == t.offset:
+                return False
         try:
             t.open()
-        except OSError:
+        except FileNotFoundError:
+            # Renamed while closed: find it by inode where it was.
+            p = self._find_by_inode(t)
+            if p is None:
+                return False
+            try:
+                t.open(p)
+            except OSError:
+                return False
+            if p != t.path:
+                self._renamed(t, p)
+        except OSError as e:
+            self._error(t.path, "open_failed", e.strerror or str(e))
             return False
         self._opened(t)
         return True
@@ -254,7 +528,7 @@ class SourceSet:
         for t in list(self.files.values()):
             if t.gone_since is None or now - t.gone_since < self.cfg.rotate_wait_seconds:
                 continue
-            if t.fd is not None:
+            if t.fd is not None and t.gate is None:
                 size = os.fstat(t.fd).st_size
                 if size > t.offset:
                     t.gone_since = now  # still growing: a writer has it open; keep following
@@ -266,17 +540,10 @@ class SourceSet:
 
     def close_idle(self) -> None:
         """Keep descriptors under max_open_files: close files still reachable by path, oldest first."""
-        if self.open_count <= self.cfg.max_open_files:
-            return
-        idle = sorted(
-            (t for t in self.files.values() if t.fd is not None and t.gone_since is None),
-            key=lambda t: t.last_active,
-        )
-        for t in idle[: self.open_count - self.cfg.max_open_files]:
-            self.close_file(t)
+        self._evict()
 
     def close_all(self) -> None:
-        for t in self.files.values():
+        for t in list(self.files.values()):
             self.close_file(t)
 
 
