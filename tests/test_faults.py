@@ -59,6 +59,21 @@ def metric(port: int, series: str) -> float:
         return -1.0
 
 
+def stop(d: Daemon, timeout: float = 30.0) -> int:
+    """SIGTERM; a daemon that hangs instead is sent SIGABRT so its stacks (PYTHONFAULTHANDLER) are in the
+    log the assertion shows."""
+    d.kill(signal.SIGTERM)
+    try:
+        return d.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        d.kill(signal.SIGABRT)
+        d.proc.wait(10)
+        raise AssertionError(f"no exit within {timeout}s of SIGTERM:\n{d.log()[-20000:]}") from None
+
+
+FAULTHANDLER = {"PYTHONFAULTHANDLER": "1"}
+
+
 def status(state: Path, cfg: Path) -> dict:
     return cli_json("status", "--state-dir", str(state), "--config", str(cfg))
 
@@ -209,13 +224,13 @@ def test_corrupt_checkpoint_is_quarantined_counted_and_counts_stay_exact(
     ).returncode
     assert start_writer(f, 500, seed=9, keys=40, start=10_000).wait(30) == 0
     port = free_port()
-    d = daemons(*args, "--metrics-listen", f"127.0.0.1:{port}")
+    d = daemons(*args, "--metrics-listen", f"127.0.0.1:{port}", env=FAULTHANDLER)
     d.wait_ready()
     total = lines_in(f)
     assert metric(port, 'telemetryd_recoveries_total{outcome="quarantined"}') == 1.0
     assert metric(port, 'telemetryd_recoveries_total{outcome="clean"}') == 0.0
     wait_for(lambda: status(state, cfg)["events_total"] == total, timeout=60, what="catch-up")
-    assert d.stop() == 0, d.log()
+    assert stop(d) == 0, d.log()
     rec = next(e for e in d.events() if e.get("event") == "recovered")
     assert rec["outcome"] == "quarantined" and any(q.startswith(victim) for q in rec["quarantined"])
     assert any(n.startswith(victim) and n.endswith(".corrupt") for n in os.listdir(state))
@@ -277,7 +292,7 @@ class _Wrapped(Daemon):
     def __init__(self, tmp: Path, argv: list[str], flag: Path) -> None:
         self.log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
-        env = {**os.environ, "FAULT_FLAG": str(flag)}
+        env = {**os.environ, "FAULT_FLAG": str(flag), **FAULTHANDLER}
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
 
@@ -292,7 +307,7 @@ def test_checkpoint_write_errors_lag_then_commit_everything(tmp_path: Path, daem
     fs: _Tmpfs | None = None
     if fault == "enospc":
         fs = _Tmpfs(state, "512k")
-        d = daemons(*args, f"127.0.0.1:{port}")
+        d = daemons(*args, f"127.0.0.1:{port}", env=FAULTHANDLER)
     else:
         wrapper = tmp_path / "eio_wrapper.py"
         wrapper.write_text(EIO_WRAPPER)
@@ -339,7 +354,7 @@ def test_checkpoint_write_errors_lag_then_commit_everything(tmp_path: Path, daem
         wait_for(lambda: status(state, cfg)["events_total"] == 3000, what="everything committed")
         wait_for(lambda: metric(port, "telemetryd_checkpoint_lag_events") == 0.0, what="lag back to 0")
         assert any(e.get("event") == "checkpoint_recovered" for e in d.events()), d.log()
-        assert d.stop() == 0, d.log()
+        assert stop(d) == 0, d.log()
         assert counted_by_key(state, cfg) == key_counts([f])
     finally:
         d.close()
@@ -439,7 +454,7 @@ def test_second_instance_leaves_state_byte_identical(tmp_path: Path, daemons) ->
     f, state = tmp_path / "a.jsonl", tmp_path / "state"
     w = start_writer(f, 4000, seed=1, rate=2000)
     args = ("--config", str(cfg), "--path", str(f), "--state-dir", str(state))
-    first = daemons(*args)
+    first = daemons(*args, env=FAULTHANDLER)
     first.wait_ready()
     wait_for(lambda: status(state, cfg)["events_total"] > 0, what="first checkpoint")
     # Freeze the first instance so that any change to the state dir could only come from the second.
@@ -456,7 +471,7 @@ def test_second_instance_leaves_state_byte_identical(tmp_path: Path, daemons) ->
         first.kill(signal.SIGCONT)
     assert w.wait(30) == 0
     wait_for(lambda: status(state, cfg)["events_total"] == 4000, timeout=60, what="catch-up")
-    assert first.stop() == 0, first.log()
+    assert stop(first) == 0, first.log()
     assert counted_by_key(state, cfg) == key_counts([f])
 
 
