@@ -287,6 +287,8 @@ class Round:
                 n += 1
                 if a.progress and n % a.progress == 0:
                     print(f"... {n} faults, {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+            # A round without faults (baseline for a rotation kind) still needs time to write and rotate.
+            time.sleep(max(0.0, a.min_seconds - (time.monotonic() - started)))
             for w in writers:
                 w.send_signal(signal.SIGTERM)
             for w in writers:
@@ -366,6 +368,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--every-events", type=int, default=200)
     ap.add_argument("--compact-bytes", type=int, default=64 * 1024, help="small: compaction happens too")
     ap.add_argument("--catchup-timeout", type=float, default=120.0)
+    ap.add_argument("--min-seconds", type=float, default=3.0, help="let writers run at least this long")
     ap.add_argument("--settle-seconds", type=float, default=5.0, help="no progress this long = caught up")
     ap.add_argument("--term-timeout", type=float, default=30.0, help="SIGTERM to exit, else a problem")
     ap.add_argument("--seed", type=int, default=1)
