@@ -22,7 +22,7 @@ def test_chaos_round_rename_rotation_is_exact(tmp_path: Path) -> None:
             "--rate",
             "800",
             "--rotate",
-            "rename,none",
+            "rename,copytruncate",
             "--seed",
             "11",
             "--workdir",

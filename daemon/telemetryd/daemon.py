@@ -99,25 +99,17 @@ class Daemon:
     # --- set-up --------------------------------------------------------------------------------------
 
     def _install_signals(self) -> None:
-        # Handlers only set flags. They run on the main thread between bytecodes, possibly inside
-        # wake.clear(), which holds the Event's lock: wake.set() from a handler deadlocked there (found by
-        # tests/test_faults.py). The C-level wakeup fd is written outside any Python lock; a thread turns
-        # it into wake.set().
+        # Handlers run on the main thread between bytecodes, possibly inside the loop's own wake-up calls:
+        # they only set a flag and write a byte to the wake-up pipe, which takes no lock. (A
+        # threading.Event here deadlocked: found by tests/test_faults.py and tests/test_systemd_daemon.py.)
         def stop(signum: int, frame: FrameType | None) -> None:
             self._stop = True
+            self.wake.set()
 
         def reload(signum: int, frame: FrameType | None) -> None:
             self._reload = True
+            self.wake.set()
 
-        r, w = os.pipe()
-        os.set_blocking(w, False)
-        signal.set_wakeup_fd(w)
-
-        def relay() -> None:
-            while os.read(r, 512):
-                self.wake.set()
-
-        threading.Thread(target=relay, name="signal-relay", daemon=True).start()
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reload)
