@@ -5,9 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
-import socket
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +24,6 @@ def lines(key: str, n: int, start: int = 0) -> bytes:
 def append(path: Path, data: bytes) -> None:
     with open(path, "ab") as f:
         f.write(data)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 class Setup:

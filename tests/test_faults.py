@@ -10,11 +10,9 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,9 @@ from conftest import (
     cli,
     cli_json,
     counted_by_key,
+    free_port,
     key_counts,
+    scrape,
     start_writer,
     wait_for,
     write_config,
@@ -32,24 +32,6 @@ from conftest import (
 from telemetryd import checkpoint as ck
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def scrape(port: int) -> dict[str, float]:
-    """Series -> value, e.g. 'telemetryd_checkpoint_writes_total{result="error"}' -> 3.0."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def metric(port: int, series: str) -> float:

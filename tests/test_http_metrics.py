@@ -7,7 +7,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import KEY_CONFIG, wait_for, write_config
+from conftest import KEY_CONFIG, free_port, wait_for, write_config
 from prometheus_client.parser import text_string_to_metric_families
 
 # shared/contract.md, "Metrics": name (without the _total a counter family drops) -> type, labels.
@@ -30,12 +30,6 @@ CONTRACT = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
@@ -52,7 +46,7 @@ def test_contract_metrics_health_and_hostile_clients(tmp_path: Path, daemons) ->
     cfg = write_config(tmp_path, KEY_CONFIG)
     f = tmp_path / "a.jsonl"
     f.write_text('{"k": "a"}\n{"k": "b"}\nnot json\n')
-    port = _free_port()
+    port = free_port()
     d = daemons(
         "--config",
         str(cfg),

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
-from lifecycle_helpers import Setup, append, expected, free_port, lines, log_events, scrape, settle
+from conftest import free_port, scrape, wait_for
+from lifecycle_helpers import Setup, append, expected, lines, log_events, settle
 
 
 @pytest.mark.parametrize("glob", ["*.jsonl*", "*.jsonl"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from conftest import free_port
 from promql import dashboard_exprs
 
 pytestmark = pytest.mark.slow
@@ -100,13 +100,6 @@ T = TypeVar("T")
 
 class ProcessDied(Exception):
     """A process the test depends on exited: waiting longer cannot help."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def event_line(i: int) -> bytes:
