@@ -189,7 +189,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    rec = _state(_load(args))
+    cfg = _load(args)
+    rec = _state(cfg)
     s = rec.state
     if args.action == "show":
         doc = {
@@ -202,7 +203,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
             "totals": msgspec.to_builtins(s.totals),
             "files": msgspec.to_builtins(list(s.files.values())),
             "patterns": msgspec.to_builtins(list(s.patterns.values())),
-            "state_files": list(ck.iter_state_files(rec_dir(args))),
+            "state_files": list(ck.iter_state_files(cfg.checkpoint.state_dir)),
         }
         _out(doc) if args.json else print(json.dumps(doc, indent=2, ensure_ascii=False))
         return EXIT_OK
@@ -226,10 +227,6 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         for note in rec.notes:
             print(f"  {note}")
     return EXIT_OK if usable else EXIT_FAILURE
-
-
-def rec_dir(args: argparse.Namespace) -> str:
-    return _load(args).checkpoint.state_dir
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
