@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -215,5 +216,10 @@ class PatternCounter:
         return counted + overflow
 
     def top(self, n: int | None = None) -> list[PatternState]:
-        ps = sorted(self.table.values(), key=lambda p: (-p.count, p.id))
-        return ps if n is None else ps[:n]
+        def order(p: PatternState) -> tuple[int, str]:
+            return (-p.count, p.id)
+
+        if n is None:
+            return sorted(self.table.values(), key=order)
+        # The stats pass asks for a few of many: no full sort every half second.
+        return heapq.nsmallest(n, self.table.values(), key=order)
