@@ -44,7 +44,6 @@ BLOCKS_PER_TURN = 8
 # are never held up by a large backlog spread over many files.
 TURN_SECONDS = 0.05
 STATS_EVERY = 0.5
-STATUS_EVERY = 5.0
 
 
 @dataclass
@@ -90,10 +89,7 @@ class Daemon:
         self._events_at_cut = 0
         self._last_cut = time.monotonic()
         self._last_error_log = 0.0
-        # This process's own totals, for counters (Prometheus expects them to start at zero).
-        self._proc = Stats()
         self._bytes_read_total = 0
-        self._checkpoint_ok_once = False
         self._status_mark = (time.monotonic(), 0)
 
     # --- set-up --------------------------------------------------------------------------------------
@@ -242,13 +238,13 @@ class Daemon:
         self._base_events = self.counter.events_total
         self._base_overflow = self.counter.overflow_count
         self._base_skipped = dict(self.counter.skipped)
+        self._base_bytes_read = self._bytes_read_total
         # Per-pattern counters start from each pattern's count at process start; kept only when enabled.
         self._pattern_base = (
             {p.id: p.count for p in self.counter.table.values()} if self.cfg.metrics.pattern_series else {}
         )
         self._durable_events = self._events_at_cut = self.counter.events_total
         self._status_mark = (time.monotonic(), self.counter.events_total)
-        self.settings = settings
         self.writer = ck.JournalWriter(self.state_dir, generation, good_size, settings, self._on_result)
         if state.time:
             self.metrics.ckpt_last.set(state.time)
@@ -285,7 +281,6 @@ class Daemon:
         next_scan = time.monotonic() + cfg.sources.rescan_seconds
         next_poll = time.monotonic()
         next_stats = 0.0
-        next_status = time.monotonic() + STATUS_EVERY
         if self.once:
             return self._drain_once()
         while not self._stop:
@@ -305,17 +300,17 @@ class Daemon:
                     t = self.sources.by_path.get(path)
                     if t is not None:
                         self._to_read.add(t)
-                    elif self._could_match(path):
+                    elif self.sources.could_match(path):
                         unknown = True
                 if unknown:
                     next_scan = now
-            if self.watcher is None or self.watcher.failed or now >= next_poll:
-                # Polling: the fallback when inotify is unavailable, and a safety net for files whose
+            if now >= next_poll:
+                # Polling every poll_seconds: every file when inotify is unavailable, else only files whose
                 # path is gone (rotated away), which no directory watch reports on.
-                if self.watcher is None or self.watcher.failed:
-                    self._to_read.update(self.sources.files.values())
-                else:
-                    self._to_read.update(t for t in self.sources.files.values() if t.gone_since is not None)
+                polling = self.watcher is None or self.watcher.failed
+                self._to_read.update(
+                    t for t in self.sources.files.values() if polling or t.gone_since is not None
+                )
                 next_poll = now + cfg.sources.poll_seconds
             if now >= next_scan:
                 self._to_read.update(self.sources.scan(now))
@@ -332,9 +327,7 @@ class Daemon:
             if now >= next_stats:
                 self._publish_stats()
                 next_stats = now + STATS_EVERY
-            if now >= next_status:
-                self.notifier.status(self._status_line())
-                next_status = now + STATUS_EVERY
+            self.notifier.maybe_status(self._status_line)
             if more or self._stop:
                 continue
             # A cut is only due when something changed; otherwise an idle daemon would spin here.
@@ -357,11 +350,6 @@ class Daemon:
             self._handle_results()
             self._maybe_cut(time_due=time.monotonic() - self._last_cut >= self.cfg.checkpoint.every_seconds)
         return EXIT_OK
-
-    def _could_match(self, path: str) -> bool:
-        import fnmatch
-
-        return any(fnmatch.fnmatch(path, os.path.abspath(p)) for p in self.cfg.sources.paths)
 
     def _read(self, files: set[TailedFile]) -> set[TailedFile]:
         """Read complete lines from each file, a bounded amount per file. Returns files with more to read."""
@@ -393,7 +381,6 @@ class Daemon:
                     if b.data:
                         counter.process_block(b.data, wall)
                     self._bytes_read_total += b.consumed
-                    self._proc.bytes_read += b.consumed
                     sources.dirty.add(t)
                     t.last_active = now
                     if counter.events_total - self._events_at_cut >= every:
@@ -490,11 +477,9 @@ class Daemon:
             self._durable_events = r.events_total
             for t, off in inf.files:
                 t.committed = off
-            if not self._checkpoint_ok_once or self._last_error_log:
-                self._checkpoint_ok_once = True
-                if self._last_error_log:
-                    self.log.info("checkpoint_recovered", seq=r.seq)
-                    self._last_error_log = 0.0
+            if self._last_error_log:
+                self.log.info("checkpoint_recovered", seq=r.seq)
+                self._last_error_log = 0.0
             assert self.writer is not None
             if (
                 self.writer.journal_bytes > self.cfg.checkpoint.compact_bytes
@@ -522,18 +507,23 @@ class Daemon:
 
     # --- reporting ---------------------------------------------------------------------------------
 
-    def _publish_stats(self) -> None:
-        c, s = self.counter, self.sources
+    def _lags(self) -> tuple[int, int, list[tuple[int, str]]]:
+        """(read lag, checkpoint lag, per-file read lag) in bytes, from sizes seen at the last read."""
         read_lag = ckpt_lag = 0
-        lags: list[tuple[int, str]] = []
-        for t in s.files.values():
+        per_file: list[tuple[int, str]] = []
+        for t in self.sources.files.values():
             size = t.size if t.size is not None else t.offset
             lag = max(0, size - t.offset)
             read_lag += lag
             ckpt_lag += max(0, size - t.committed)
-            lags.append((lag, t.path))
+            per_file.append((lag, t.path))
+        return read_lag, ckpt_lag, per_file
+
+    def _publish_stats(self) -> None:
+        c, s = self.counter, self.sources
+        read_lag, ckpt_lag, per_file = self._lags()
         # Files at zero lag are exported too (bounded by top_files): an empty panel reads as "broken".
-        lags = heapq.nlargest(self.cfg.metrics.top_files, lags)
+        lags = heapq.nlargest(self.cfg.metrics.top_files, per_file)
         k = self.cfg.metrics.pattern_series
         top = (
             [(p.id, p.template or "", p.count - self._pattern_base.get(p.id, 0)) for p in c.top(k)]
@@ -543,7 +533,7 @@ class Daemon:
         st = Stats(
             events=c.events_total - self._base_events,
             overflow=c.overflow_count - self._base_overflow,
-            bytes_read=self._proc.bytes_read,
+            bytes_read=self._bytes_read_total - self._base_bytes_read,
             skipped={r: n - self._base_skipped.get(r, 0) for r, n in c.skipped.items()},
             rotations=dict(s.rotations),
             source_errors=dict(s.errors),
@@ -563,8 +553,8 @@ class Daemon:
         prev_t, prev_n = self._status_mark
         rate = (c.events_total - prev_n) / (now - prev_t) if now > prev_t else 0.0
         self._status_mark = (now, c.events_total)
-        lag_bytes = sum(max(0, (t.size or t.offset) - t.committed) for t in self.sources.files.values())
-        return format_status(len(self.sources.files), rate, c.events_total - self._durable_events, lag_bytes)
+        ckpt_lag = self._lags()[1]
+        return format_status(len(self.sources.files), rate, c.events_total - self._durable_events, ckpt_lag)
 
     # --- reload and shutdown -------------------------------------------------------------------------
 
@@ -595,7 +585,7 @@ class Daemon:
                 metrics=msgspec.structs.replace(new.metrics, listen=self.cfg.metrics.listen),
             )
         self.cfg = new
-        self.log_format = configure_logging(new.log.format, new.log.level)
+        configure_logging(new.log.format, new.log.level)
         self.sources.configure(new.sources)
         if self.watcher is not None:
             self.watcher.stop()

@@ -8,6 +8,7 @@ to it, but its descriptor is read to the end) -> released (closed, dropped from 
 from __future__ import annotations
 
 import errno
+import fnmatch
 import glob
 import os
 import stat
@@ -168,6 +169,10 @@ class SourceSet:
                 self._unfollow(f, old_offset, "original truncated")
 
     # --- discovery ----------------------------------------------------------------------------------
+
+    def could_match(self, path: str) -> bool:
+        """Whether a path a watcher reported may be a new source (a rescan settles it)."""
+        return any(fnmatch.fnmatch(path, os.path.abspath(p)) for p in self.cfg.paths)
 
     def expand(self) -> list[str]:
         out: list[str] = []
@@ -548,8 +553,6 @@ class SourceSet:
 
 
 def _match(path: str, pattern: str) -> bool:
-    import fnmatch
-
     return fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(os.path.basename(path), pattern)
 
 
