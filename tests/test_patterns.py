@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,7 +42,12 @@ events = st.fixed_dictionaries(
     optional={
         "k": json_values,
         "j": st.sampled_from(["x", "y", 1, True]),
-        "message": st.text(max_size=30) | json_values,
+        "message": st.text(max_size=30)
+        | json_values
+        # many texts of one digit shape, some sharing a template and some not (k12 is kept)
+        | st.tuples(
+            st.sampled_from(["took {} ms", "key k{}", "sha{} ok", "at 0x{}-1"]), st.integers(0, 999)
+        ).map(lambda t: t[0].format(t[1])),
     },
 )
 lines = st.one_of(
@@ -61,9 +67,9 @@ def test_fast_path_counts_equal_extract(batch: list[bytes]) -> None:
     counter.process_block(block, 2.0)  # again: the caches must not change the outcome
     want_ids: collections.Counter[str] = collections.Counter()
     want_skips: collections.Counter[str] = collections.Counter()
-    ex2 = Extractor(["k", "j"], "message", [])
     for line in batch:
-        r = extract_line(ex2, line, 200)
+        # a fresh extractor per line: no cache of any kind stands between the line and its pattern
+        r = extract_line(Extractor(["k", "j"], "message", []), line, 200)
         if "skipped" in r:
             want_skips[r["skipped"]] += 2
         else:
@@ -72,6 +78,37 @@ def test_fast_path_counts_equal_extract(batch: list[bytes]) -> None:
     assert got == want_ids
     assert collections.Counter(counter.skipped) == want_skips
     assert counter.events_total == sum(want_ids.values())
+
+
+def test_large_blocks_with_bad_lines_inside_count_like_line_by_line() -> None:
+    # The whole-block path gives way to the line-by-line one on a malformed line or a template value
+    # that is not a string, and comes back later; counts must not depend on which path a line took.
+    rnd = random.Random(3)
+    good = [
+        json.dumps(
+            {
+                "k": rnd.choice("abc"),
+                "message": rnd.choice(["took %d ms", "key k%d", "up %d"]) % rnd.randint(0, 200),
+            }
+        )
+        for _ in range(20000)
+    ]
+    odd = ["{", "", "[1]", '{"k": "a", "message": 5}', '{"k": {"x": 1}, "message": "m 1"}', '{"k": "a"}']
+    lines = [ln if i % 997 else rnd.choice(odd) for i, ln in enumerate(good)]
+    c = PatternCounter(Extractor(["k"], "message", []), 1000, 1 << 20)
+    for i in range(0, len(lines), 512):
+        c.process_block(("\n".join(lines[i : i + 512]) + "\n").encode(), 1.0)
+    want: collections.Counter[str] = collections.Counter()
+    skips: collections.Counter[str] = collections.Counter()
+    for ln in lines:
+        r = extract_line(Extractor(["k"], "message", []), ln.encode(), 1 << 20)
+        if "skipped" in r:
+            skips[r["skipped"]] += 1
+        else:
+            want[r["id"]] += 1
+    assert collections.Counter({p.id: p.count for p in c.table.values()}) == want
+    assert collections.Counter(c.skipped) == skips and sum(skips.values()) > 10
+    assert c.events_total == sum(want.values())
 
 
 def test_overflow_bucket_past_max_patterns() -> None:

@@ -378,8 +378,8 @@ class Daemon:
                         break
                     if b.too_long:
                         counter.skip(TOO_LONG, b.too_long)
-                    if b.data:
-                        counter.process_block(b.data, wall)
+                    if b.end:
+                        counter.process_block(b.data, wall, b.end)
                     self._bytes_read_total += b.consumed
                     sources.dirty.add(t)
                     t.last_active = now

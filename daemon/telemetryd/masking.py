@@ -125,6 +125,19 @@ _TOKEN_CACHE_LEN = 128
 _MAX_TEXT = 16384
 _MERGES = (("<*><*>", _P), ("<*>.<*>", _P), ("<<*>>", _P), ("<*>>", _P))
 
+# --- the digit shape: a cache key that many messages share ---------------------------------------
+# Every rule treats the ASCII digits as one class, except the three spots matched below: the named
+# values with digits ("sha256" stays, "sha111" is a value), "0x" (a hex prefix; "1x" is not) and the
+# PCI function digit ([0-7]). So two texts that differ only in which ASCII digit stands where get
+# templates of the same structure; when a template keeps no digit, it is the template of every text of
+# that shape. Texts whose shape could touch one of those three spots are never shared.
+DIGIT_SHAPE = bytes.maketrans(b"123456789", b"000000000")
+_SHAPE_UNSAFE = re.compile(
+    r"sha0|x00_00|i000|utf-0|ucs-0|iso-0|windows-0|bf00|0x|[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.0"
+)
+_ASCII_DIGIT = re.compile(r"[0-9]")
+_STR_SHAPE = str.maketrans("123456789", "000000000")
+
 
 def _is_var_word(w: str) -> bool:
     """A word (letters, digits, underscore) that carries a value rather than message text."""
@@ -251,6 +264,16 @@ class Masker:
         # Masked form of each token seen: tokens recur far more than whole messages do. Bounded and
         # exact (a token's masked form depends on the token alone), so the output stays a pure function.
         self._tokens: dict[str, str] = {}
+
+    def shared_by_shape(self, text: str, template: str) -> bool:
+        """True if `template` (of `text`) is the template of every text with the digit shape of `text`.
+
+        The shape is ``text.encode().translate(DIGIT_SHAPE)``; callers may then cache the template by
+        shape. User masks are arbitrary regexes, so with any configured nothing is shared.
+        """
+        if self._extra or _ASCII_DIGIT.search(template):
+            return False
+        return not _SHAPE_UNSAFE.search(text.translate(_STR_SHAPE).lower())
 
     def template(self, text: str) -> str:
         if len(text) > _MAX_TEXT:

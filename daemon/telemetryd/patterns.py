@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -18,15 +20,19 @@ from .events import (
     json_text,
     skip_reason,
 )
-from .masking import RULESET_VERSION, Masker
+from .masking import DIGIT_SHAPE, RULESET_VERSION, Masker
 
 EXAMPLE_MAX_CHARS = 1024
 # Bounds of the hot-path caches: unique messages (ids, timestamps in text) would otherwise grow them
 # without limit. Clearing when full is crude but keeps the common case (repeats) fast.
 FAST_CACHE_MAX = 1 << 16
 TEMPLATE_CACHE_MAX = 1 << 16
+# After a block the whole-block path could not take (a malformed line, a template value that is not a
+# string), this many blocks go line by line before it is tried again.
+BLOCK_PATH_BACKOFF = 8
 
 PatternKey = tuple[tuple[str | None, ...], str | None]
+_NO_ENTRY = object()
 
 
 class PatternState(msgspec.Struct, array_like=True, gc=False, eq=False):
@@ -45,6 +51,12 @@ def pattern_id(key_fields: Sequence[str], key: Sequence[str | None], template: s
     """BLAKE2b of a canonical JSON encoding: equal on every host, process and Python version."""
     canon = msgspec.json.encode([list(key_fields), list(key), template])
     return hashlib.blake2b(canon, digest_size=8).hexdigest()
+
+
+# Hot-path cache values that are not patterns (never counted): EXACT marks a digit shape whose texts
+# must each be masked on their own; MISS is what a lookup of an unknown entry returns.
+EXACT = PatternState("", (), None, 0, 0.0, 0.0, "")
+MISS = PatternState("", (), None, 0, 0.0, 0.0, "")
 
 
 def settings_digest(key_fields: Sequence[str], template_field: str, masks: Iterable[tuple[str, str]]) -> str:
@@ -71,19 +83,44 @@ class Extractor:
         self.masker = Masker(masks)
         self.digest = settings_digest(key_fields, template_field, masks)
         self._tcache: dict[str, str] = {}
+        # Template by digit shape (masking.DIGIT_SHAPE), for shapes whose texts all share one; None
+        # marks a shape whose texts must each be masked.
+        self._scache: dict[bytes, str | None] = {}
 
     def template(self, raw: Any) -> tuple[str | None, str]:
         """(template, example text) of a template field's raw value."""
         if raw is UNSET:
             return None, ""
         text = raw if type(raw) is str else json_text(raw)
-        tpl = self._tcache.get(text)
-        if tpl is None:
-            tpl = self.masker.template(text)
+        return self.text_template(text)[0], text
+
+    def text_template(self, text: str) -> tuple[str, bytes | None, bool]:
+        """(template, digit shape, whether every text of that shape has this template). The shape is None
+        for a text that cannot be encoded (a lone surrogate, from a caller other than the decoder)."""
+        try:
+            shape: bytes | None = text.encode().translate(DIGIT_SHAPE)
+        except UnicodeEncodeError:
+            shape = None
+        entry: object = _NO_ENTRY
+        if shape is not None:
+            entry = self._scache.get(shape, _NO_ENTRY)
+            if type(entry) is str:
+                return entry, shape, True
+        cached = self._tcache.get(text)
+        if cached is None:
+            cached = self.masker.template(text)
             if len(self._tcache) >= TEMPLATE_CACHE_MAX:
                 self._tcache.clear()
-            self._tcache[text] = tpl
-        return tpl, text
+            self._tcache[text] = cached
+        if shape is None:
+            return cached, None, False
+        if entry is _NO_ENTRY:
+            shared = self.masker.shared_by_shape(text, cached)
+            if len(self._scache) >= TEMPLATE_CACHE_MAX:
+                self._scache.clear()
+            self._scache[shape] = cached if shared else None
+            return cached, shape, shared
+        return cached, shape, False
 
     def pattern_of(self, event: Any) -> tuple[tuple[str | None, ...], str | None, str]:
         key = self.schema.key_values(self.schema.raw_key(event))
@@ -107,8 +144,12 @@ class PatternCounter:
         self.skipped: dict[str, int] = {}
         # Patterns changed since the last checkpoint was cut: a checkpoint writes only these.
         self.dirty: set[PatternState] = set()
+        # The hot path's cache: (raw key values, digit shape of the template text) -> pattern, where the
+        # shape is masking.DIGIT_SHAPE applied to the UTF-8 text; or (raw key values, UNSET) when the
+        # event has no template field. Raw keys are cached only when all are plain strings.
         self._fast: dict[tuple[Any, Any], PatternState | None] = {}
         self._kcache: dict[tuple[Any, ...], tuple[str | None, ...]] = {}
+        self._block_path_off = 0
 
     def restore(
         self, patterns: Iterable[PatternState], events_total: int, overflow: int, skipped: dict[str, int]
@@ -125,6 +166,7 @@ class PatternCounter:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
 
     def _lookup(self, raw_key: tuple[Any, ...], raw_tpl: Any, now: float) -> PatternState | None:
+        """The slow path: normalise, mask, find or create the pattern, and fill the hot-path caches."""
         ex = self.ex
         # Keys repeat far more than messages do: normalise each distinct raw key once.
         try:
@@ -138,7 +180,13 @@ class PatternCounter:
                 if len(self._kcache) >= FAST_CACHE_MAX:
                     self._kcache.clear()
                 self._kcache[raw_key] = key
-        tpl, text = ex.template(raw_tpl)
+        shape, shared = None, False
+        if type(raw_tpl) is str:
+            text = raw_tpl
+            tpl: str | None
+            tpl, shape, shared = ex.text_template(text)
+        else:
+            tpl, text = ex.template(raw_tpl)
         pk = (key, tpl)
         p = self.table.get(pk)
         if p is None and len(self.table) < self.max_patterns:
@@ -146,25 +194,37 @@ class PatternCounter:
                 pattern_id(ex.key_fields, key, tpl), key, tpl, 0, now, now, text[:EXAMPLE_MAX_CHARS]
             )
             self.table[pk] = p
-        if plain_key and (type(raw_tpl) is str or raw_tpl is UNSET):
-            if len(self._fast) >= FAST_CACHE_MAX:
-                self._fast.clear()
-            self._fast[(raw_key, raw_tpl)] = p
+        if not plain_key:
+            return p
+        fast = self._fast
+        if len(fast) >= FAST_CACHE_MAX:
+            fast.clear()
+        if shape is not None:
+            fast[(raw_key, shape)] = p if shared else EXACT
+            if not shared:
+                fast[(raw_key, text)] = p  # an EXACT shape's texts are looked up one by one
+        elif raw_tpl is UNSET:
+            fast[(raw_key, UNSET)] = p
+        # else: 1, 1.0 and true hash alike but give different templates; not cached
         return p
 
-    def process_block(self, block: bytes, now: float) -> int:
-        """Count every line of `block` (complete lines, each ending in a newline). Returns events counted."""
-        try:
-            block.decode("utf-8")
-        except UnicodeDecodeError:
-            return self._process_mixed(block, now)
+    def process_block(self, block: bytes, now: float, end: int | None = None) -> int:
+        """Count the lines of `block[:end]` (complete lines, each ending in a newline; any bytes after
+        `end` are ignored). Returns events counted."""
+        if end is None:
+            end = len(block)
+        if not block.isascii():
+            if end < len(block):
+                block = block[:end]
+            try:
+                block.decode("utf-8")
+            except UnicodeDecodeError:
+                return self._process_mixed(block, now)
         lines = block.split(b"\n")
-        lines.pop()  # the empty piece after the final newline
-        if len(block) > self.max_line_bytes:
-            long = [ln for ln in lines if len(ln) > self.max_line_bytes]
-            if long:
-                self.skip(TOO_LONG, len(long))
-                lines = [ln for ln in lines if len(ln) <= self.max_line_bytes]
+        lines.pop()  # the empty piece after the final newline, or the partial line after `end`
+        if end > self.max_line_bytes and max(map(len, lines)) > self.max_line_bytes:
+            self.skip(TOO_LONG, sum(1 for ln in lines if len(ln) > self.max_line_bytes))
+            lines = [ln for ln in lines if len(ln) <= self.max_line_bytes]
         return self._count(lines, now)
 
     def _process_mixed(self, block: bytes, now: float) -> int:
@@ -184,26 +244,93 @@ class PatternCounter:
         return self._count(good, now)
 
     def _count(self, lines: list[bytes], now: float) -> int:
-        # The hot loop: locals only, one dict lookup per event when the (key, message) pair repeats.
+        """Count decodable lines, skip the rest."""
+        if self._block_path_off:
+            self._block_path_off -= 1
+            return self._count_each(lines, False, now)
+        try:
+            events = list(map(self.ex.schema.decoder.decode, lines))
+        except DECODE_ERRORS:
+            self._block_path_off = BLOCK_PATH_BACKOFF
+            return self._count_each(lines, False, now)
+        return self._count_events(events, now)
+
+    def _count_events(self, events: list[Any], now: float) -> int:
+        """Count decoded events. Per event only C code runs when every (key, message shape) is cached."""
+        schema = self.ex.schema
+        try:
+            keys = map(schema.raw_key, events)
+            if schema.template_field:
+                texts = map(str.encode, map(schema.raw_template, events))
+                shapes: Iterable[Any] = map(bytes.translate, texts, repeat(DIGIT_SHAPE))
+            else:
+                shapes = repeat(UNSET)
+            entries = zip(keys, shapes, strict=False)
+            found = list(map(self._fast.get, entries, repeat(MISS)))
+        except (TypeError, ValueError):  # a template value that is not a string, an unhashable key
+            self._block_path_off = BLOCK_PATH_BACKOFF
+            return self._count_each(events, True, now)
+        fast = self._fast
+        for marker in (MISS, EXACT):
+            # list.index scans in C: a block with a few uncached events costs no Python per event
+            i = -1
+            try:
+                while True:
+                    i = found.index(marker, i + 1)
+                    ev = events[i]
+                    k, m = schema.raw_key(ev), schema.raw_template(ev)
+                    p = fast.get((k, m), MISS) if marker is EXACT else MISS
+                    found[i] = self._lookup(k, m, now) if p is MISS else p
+            except ValueError:
+                pass
+        tally = Counter(found)
+        overflow = tally.pop(None, 0)
+        dirty_add = self.dirty.add
+        for p, n in tally.items():
+            assert p is not None
+            p.count += n
+            p.last_seen = now
+            dirty_add(p)
+        self.events_total += len(found)
+        self.overflow_count += overflow
+        return len(found)
+
+    def _count_each(self, items: list[Any], decoded: bool, now: float) -> int:
+        """One by one: `items` are lines (a line that does not decode is skipped with its reason) or,
+        if `decoded`, events."""
         decode = self.ex.schema.decoder.decode
         raw_key = self.ex.schema.raw_key
         raw_tpl = self.ex.schema.raw_template
         fast = self._fast
+        shape_table = DIGIT_SHAPE
+        lookup = self._lookup
         dirty_add = self.dirty.add
         counted = 0
         overflow = 0
-        for line in lines:
-            try:
-                ev = decode(line)
-            except DECODE_ERRORS as e:
-                self.skip(skip_reason(line, e))
-                continue
+        for item in items:
+            if decoded:
+                ev = item
+            else:
+                try:
+                    ev = decode(item)
+                except DECODE_ERRORS as e:
+                    self.skip(skip_reason(item, e))
+                    continue
             k = raw_key(ev)
             m = raw_tpl(ev)
             try:
-                p = fast[(k, m)]
-            except (KeyError, TypeError):
-                p = self._lookup(k, m, now)
+                p = fast.get((k, m.encode().translate(shape_table)), MISS)
+            except AttributeError:  # the template value is not a string
+                try:
+                    p = fast.get((k, m), MISS)
+                except TypeError:
+                    p = MISS
+            except (TypeError, ValueError):
+                p = MISS
+            if p is EXACT:
+                p = fast.get((k, m), MISS)
+            if p is MISS:
+                p = lookup(k, m, now)
             if p is None:
                 overflow += 1
                 continue

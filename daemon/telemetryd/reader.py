@@ -23,9 +23,12 @@ def digest(data: bytes) -> str:
 
 @dataclass
 class Block:
-    data: bytes  # complete lines, each ending in b"\n"; may be empty
+    # data[:end] are complete lines, each ending in b"\n" (may be empty); bytes after `end` are the
+    # start of a line still being written, read along to save copying the block.
+    data: bytes
     too_long: int  # lines skipped for length while scanning for their end
-    consumed: int  # bytes the offset moves by (data plus skipped lines)
+    consumed: int  # bytes the offset moves by (the lines plus skipped lines)
+    end: int = 0
 
 
 class TailedFile:
@@ -183,9 +186,9 @@ class TailedFile:
                 self._skip_scan = self.offset + len(data)
                 return self._skip_long_line(max_line_bytes)
             return Block(b"", 0, 0)
-        block = data[: nl + 1]
-        self._advance(block, len(block))
-        return Block(block, 0, len(block))
+        end = nl + 1
+        self._advance(data[max(0, end - TAIL_MAX) : end], end)
+        return Block(data, 0, end, end)
 
     def _skip_long_line(self, max_line_bytes: int) -> Block:
         assert self.fd is not None and self._skip_scan is not None
