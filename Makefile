@@ -41,9 +41,9 @@ bench-patterns: venv
 	$(BIN)/python bench/patterns.py
 
 bench-quick: venv
-	$(BIN)/python bench/throughput.py --lines 200000 --runs 1
+	$(BIN)/python bench/throughput.py --lines 200000 --files 1 16 --runs 1
 	$(BIN)/python bench/checkpoint_cost.py --patterns 10 10000 --checkpoints 100
 
 bench: venv bench-patterns
-	$(BIN)/python bench/throughput.py --lines 2000000 --runs 2
+	$(BIN)/python bench/throughput.py --lines 2000000 --files 1 16 256 --runs 3 --profile
 	$(BIN)/python bench/checkpoint_cost.py --patterns 10 100000 1000000

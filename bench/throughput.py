@@ -1,27 +1,47 @@
 #!/usr/bin/env python3
 """Throughput of `telemetryd run --once` on the reference workload, beside the bare-loop ceiling.
 
-Usage: throughput.py [--lines N] [--shared DIR] [--runs R]
-Both are measured in the same run on the same file (page cache warm), and the ratio is printed.
+Usage: throughput.py [--lines N] [--files 1 16 256] [--runs R] [--shared DIR] [--profile]
+
+The workload is ../shared/bench/gen_events.py's, generated once; for F files the same lines are cut
+into F consecutive parts. Per round, the bare loop and the daemon (default settings: key fields
+event_type, service, level; template of message; durable checkpoints every 1000 events; fresh state
+dir) run one after the other on the same files with the page cache warm; the best of R rounds is
+reported, with its ratio to the best bare loop. The daemon's figure includes process start, recovery
+and the final checkpoint; its checkpoint count and p50/p99 come from the summary it logs at stop.
+--profile also runs the daemon's code once under cProfile (in this process) and prints where the
+time goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
 HERE = Path(__file__).resolve().parent
 BIN = str(Path(sys.executable).parent / "telemetryd")
-CONFIG = '[patterns]\nkey_fields = ["event_type", "service", "level"]\ntemplate_field = "message"\n'
+CONFIG = """[patterns]
+key_fields = ["event_type", "service", "level"]
+template_field = "message"
+[checkpoint]
+state_dir = "{state}"
+[log]
+format = "json"
+level = "info"
+"""
 
 
 class Ev(msgspec.Struct):
@@ -30,33 +50,87 @@ class Ev(msgspec.Struct):
     level: str = ""
 
 
-def bare_loop(path: Path) -> float:
+def bare_loop(paths: list[Path]) -> float:
     """The practical ceiling: decode the key fields and count, no offsets, no templates."""
     dec = msgspec.json.Decoder(Ev)
     c: collections.Counter[tuple[str, str, str]] = collections.Counter()
     t0 = time.perf_counter()
-    with open(path, "rb") as f:
-        for line in f:
-            e = dec.decode(line)
-            c[(e.event_type, e.service, e.level)] += 1
+    for path in paths:
+        with open(path, "rb") as f:
+            for line in f:
+                e = dec.decode(line)
+                c[(e.event_type, e.service, e.level)] += 1
     return time.perf_counter() - t0
 
 
-def daemon_once(path: Path, tmp: Path) -> float:
+@dataclass
+class DaemonRun:
+    seconds: float
+    cpu: float
+    events: int
+    summary: dict[str, object]
+
+
+def daemon_once(directory: Path, tmp: Path) -> DaemonRun:
     state = tmp / "state"
     shutil.rmtree(state, ignore_errors=True)
     cfg = tmp / "bench.toml"
-    cfg.write_text(CONFIG + f'[checkpoint]\nstate_dir = "{state}"\n[log]\nlevel = "warning"\n')
+    cfg.write_text(CONFIG.format(state=state))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run([BIN, "run", "--once", "--config", str(cfg), "--path", str(path)], check=True)
-    return time.perf_counter() - t0
+    p = subprocess.run(
+        [BIN, "run", "--once", "--config", str(cfg), "--path", str(directory / "*.jsonl")],
+        check=True,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    summary: dict[str, object] = {}
+    for line in p.stderr.splitlines():
+        if '"stopped"' in line:
+            summary = json.loads(line)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return DaemonRun(seconds, cpu, int(summary.get("events_total", 0)), summary)  # type: ignore[call-overload]
+
+
+def split_into(data: Path, files: int, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    lines = data.read_bytes().splitlines(keepends=True)
+    paths = []
+    for i in range(files):
+        part = out / f"part{i:04d}.jsonl"
+        part.write_bytes(b"".join(lines[i * len(lines) // files : (i + 1) * len(lines) // files]))
+        paths.append(part)
+    return paths
+
+
+def profile(directory: Path, tmp: Path, top: int = 14) -> None:
+    import cProfile
+    import pstats
+
+    from telemetryd import cli
+
+    state = tmp / "state-profile"
+    cfg = tmp / "profile.toml"
+    cfg.write_text(CONFIG.format(state=state).replace('level = "info"', 'level = "warning"'))
+    argv = ["run", "--once", "--config", str(cfg), "--path", str(directory / "*.jsonl")]
+    prof = cProfile.Profile()
+    prof.enable()
+    with contextlib.suppress(SystemExit):
+        cli.main(argv)
+    prof.disable()
+    print(f"\ncProfile of run --once ({directory.name}), top {top} by own time:")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--lines", type=int, default=1_000_000)
-    ap.add_argument("--shared", default=str(HERE.parent.parent / "shared"))
+    ap.add_argument("--lines", type=int, default=2_000_000)
+    ap.add_argument("--files", type=int, nargs="+", default=[1, 16, 256])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--shared", default=str(HERE.parent.parent / "shared"))
+    ap.add_argument("--profile", action="store_true")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tlmd-bench-"))
     try:
@@ -66,17 +140,37 @@ def main() -> None:
             check=True,
         )
         size_mb = data.stat().st_size / 1e6
-        bare, daemon = [], []
+        sets = {n: split_into(data, n, tmp / f"f{n}") for n in a.files}
+        data.unlink()
+        bare: dict[int, list[float]] = {n: [] for n in a.files}
+        runs: dict[int, list[DaemonRun]] = {n: [] for n in a.files}
         for _ in range(a.runs):
-            bare.append(bare_loop(data))
-            daemon.append(daemon_once(data, tmp))
-        b, d = min(bare), min(daemon)
-        print(f"lines={a.lines} size={size_mb:.0f}MB runs={a.runs} (best of)")
-        print(f"bare loop:           {a.lines / b:>10,.0f} lines/s  {size_mb / b:7.1f} MB/s")
+            for n in a.files:
+                bare[n].append(bare_loop(sets[n]))
+                r = daemon_once(tmp / f"f{n}", tmp)
+                if r.events != a.lines:
+                    sys.exit(f"daemon counted {r.events} events, expected {a.lines}")
+                runs[n].append(r)
         print(
-            f"telemetryd --once:   {a.lines / d:>10,.0f} events/s {size_mb / d:7.1f} MB/s  "
-            f"ratio {b / d:.2f} x bare loop (process start and final checkpoint included)"
+            f"lines={a.lines} size={size_mb:.0f}MB rounds={a.runs} (best of), machine: {os.cpu_count()} CPUs"
         )
+        for n in a.files:
+            b = min(bare[n])
+            d = min(runs[n], key=lambda r: r.seconds)
+            s = d.summary
+            print(f"files={n}")
+            print(f"  bare loop:         {a.lines / b:>10,.0f} lines/s  {size_mb / b:7.1f} MB/s")
+            print(
+                f"  telemetryd --once: {a.lines / d.seconds:>10,.0f} events/s {size_mb / d.seconds:7.1f} MB/s"
+                f"  ratio {b / d.seconds:.2f} x bare loop"
+                f"  (CPU {d.cpu:.2f} s = {a.lines / d.cpu:,.0f} events per CPU-s)"
+            )
+            print(
+                f"  checkpoints: {s.get('checkpoints_written')} written, p50 {s.get('checkpoint_p50_ms')} ms,"
+                f" p99 {s.get('checkpoint_p99_ms')} ms, max {s.get('checkpoint_max_ms')} ms"
+            )
+        if a.profile:
+            profile(tmp / f"f{a.files[0]}", tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -8,6 +8,7 @@ they are handed (checkpoint writer), or serve numbers they are handed (metrics).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import json
@@ -85,6 +86,9 @@ class Daemon:
         self._rotating = False
         self._inflight: _Inflight | None = None
         self._seq = 0
+        # Durations of the checkpoints written by this process (the latest ones), for the summary
+        # logged at stop: benchmarks read it, the histogram metric cannot give exact quantiles.
+        self._ckpt_durations: collections.deque[float] = collections.deque(maxlen=100_000)
         self._durable_events = 0
         self._events_at_cut = 0
         self._last_cut = time.monotonic()
@@ -474,6 +478,7 @@ class Daemon:
         assert inf is not None and inf.seq == r.seq
         self.metrics.checkpoint_written(r.ok, r.duration, r.nbytes, time.time())
         if r.ok:
+            self._ckpt_durations.append(r.duration)
             self._durable_events = r.events_total
             for t, off in inf.files:
                 t.committed = off
@@ -620,5 +625,14 @@ class Daemon:
         self.sources.close_all()
         if self.http is not None:
             self.http.close()
-        self.log.info("stopped", events_total=self.counter.events_total, checkpoint_seq=self._seq)
+        d = sorted(self._ckpt_durations)
+        self.log.info(
+            "stopped",
+            events_total=self.counter.events_total,
+            checkpoint_seq=self._seq,
+            checkpoints_written=len(d),
+            checkpoint_p50_ms=round(d[len(d) // 2] * 1000, 3) if d else None,
+            checkpoint_p99_ms=round(d[min(len(d) - 1, len(d) * 99 // 100)] * 1000, 3) if d else None,
+            checkpoint_max_ms=round(d[-1] * 1000, 3) if d else None,
+        )
         return code
