@@ -16,6 +16,7 @@ See docs/design.md for the recovery rules.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import queue
 import re
@@ -222,6 +223,10 @@ def scan_journal(path: str) -> JournalScan:
 # --- the state a checkpoint describes -------------------------------------------------------------
 
 
+_IDENT = operator.attrgetter("dev", "ino")
+_ID = operator.attrgetter("id")
+
+
 @dataclass
 class State:
     generation: int = 0
@@ -240,8 +245,8 @@ class State:
             s.time,
             s.settings,
             s.totals,
-            {(f.dev, f.ino): f for f in s.files},
-            {p.id: p for p in s.patterns},
+            dict(zip(map(_IDENT, s.files), s.files, strict=True)),
+            dict(zip(map(_ID, s.patterns), s.patterns, strict=True)),
         )
 
     def apply(self, d: Delta) -> None:
@@ -250,10 +255,9 @@ class State:
         self.totals = d.totals
         for ident in d.dropped:
             self.files.pop(tuple(ident), None)  # type: ignore[arg-type]
-        for f in d.files:
-            self.files[(f.dev, f.ino)] = f
-        for p in d.patterns:
-            self.patterns[p.id] = p
+        # In C: recovery replays every record, and one record can hold every pattern.
+        self.files.update(zip(map(_IDENT, d.files), d.files, strict=True))
+        self.patterns.update(zip(map(_ID, d.patterns), d.patterns, strict=True))
 
     def to_snapshot(self, generation: int) -> Snapshot:
         assert self.settings is not None

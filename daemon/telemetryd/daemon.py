@@ -234,9 +234,7 @@ class Daemon:
             good_size = None
             rec.needs_compaction = False
             self.metrics.settings_changes.inc()
-        self.counter.restore(
-            state.patterns.values(), state.totals.events, state.totals.overflow, state.totals.skipped
-        )
+        self.counter.restore(state.patterns, state.totals.events, state.totals.overflow, state.totals.skipped)
         self._bytes_read_total = state.totals.bytes_read
         # Prometheus counters start at zero in every process; the restored totals are their baseline.
         self._base_events = self.counter.events_total
@@ -326,6 +324,13 @@ class Daemon:
             more = self._read(self._to_read) if self._to_read else set()
             if self.counter.events_total > counted_before:
                 self.metrics.ingest_delay.observe(time.monotonic() - woke)
+                c = self.counter
+                self.metrics.observe_counts(
+                    c.events_total - self._base_events,
+                    c.overflow_count - self._base_overflow,
+                    self._bytes_read_total - self._base_bytes_read,
+                    c.events_total - self._durable_events,
+                )
             self._to_read = more
             self._maybe_cut(time_due=time.monotonic() - self._last_cut >= cfg.checkpoint.every_seconds)
             if now >= next_stats:

@@ -162,11 +162,18 @@ class Metrics:
         self._file_lag_paths: set[str] = set()
         self._pattern_seen: dict[str, int] = {}
 
-    def observe(self, s: Stats) -> None:
+    def observe_counts(self, events: int, overflow: int, bytes_read: int, checkpoint_lag_events: int) -> None:
+        """The cheap totals, after each read pass: a scrape sees an event counted the moment it is."""
         p = self._prev
-        self.events.inc(s.events - p.events)
-        self.overflow.inc(s.overflow - p.overflow)
-        self.bytes_read.inc(s.bytes_read - p.bytes_read)
+        self.events.inc(events - p.events)
+        self.overflow.inc(overflow - p.overflow)
+        self.bytes_read.inc(bytes_read - p.bytes_read)
+        self.ckpt_lag_events.set(checkpoint_lag_events)
+        p.events, p.overflow, p.bytes_read = events, overflow, bytes_read
+
+    def observe(self, s: Stats) -> None:
+        self.observe_counts(s.events, s.overflow, s.bytes_read, s.checkpoint_lag_events)
+        p = self._prev
         _inc_labelled(self.skipped, s.skipped, p.skipped)
         _inc_labelled(self.rotations, s.rotations, p.rotations)
         _inc_labelled(self.source_errors, s.source_errors, p.source_errors)
@@ -174,7 +181,6 @@ class Metrics:
         self.files.set(s.files)
         self.read_lag.set(s.read_lag_bytes)
         self.ckpt_lag_bytes.set(s.checkpoint_lag_bytes)
-        self.ckpt_lag_events.set(s.checkpoint_lag_events)
         paths = {path for path, _ in s.file_lags}
         for gone in self._file_lag_paths - paths:
             self.file_lag.remove(gone)

@@ -31,7 +31,6 @@ TEMPLATE_CACHE_MAX = 1 << 16
 # string), this many blocks go line by line before it is tried again.
 BLOCK_PATH_BACKOFF = 8
 
-PatternKey = tuple[tuple[str | None, ...], str | None]
 _NO_ENTRY = object()
 
 
@@ -138,7 +137,9 @@ class PatternCounter:
         self.ex = extractor
         self.max_patterns = max_patterns
         self.max_line_bytes = max_line_bytes
-        self.table: dict[PatternKey, PatternState] = {}
+        # By pattern id: recovery hands over its own dict of a million patterns as it is, with no rebuild
+        # (a slow-path lookup pays for computing the id instead).
+        self.table: dict[str, PatternState] = {}
         self.events_total = 0
         self.overflow_count = 0
         self.skipped: dict[str, int] = {}
@@ -152,9 +153,10 @@ class PatternCounter:
         self._block_path_off = 0
 
     def restore(
-        self, patterns: Iterable[PatternState], events_total: int, overflow: int, skipped: dict[str, int]
+        self, patterns: dict[str, PatternState], events_total: int, overflow: int, skipped: dict[str, int]
     ) -> None:
-        self.table = {(tuple(p.key), p.template): p for p in patterns}
+        """Take over the recovered patterns (by id); the dict becomes the counter's own."""
+        self.table = patterns
         self.events_total = events_total
         self.overflow_count = overflow
         self.skipped = dict(skipped)
@@ -187,13 +189,11 @@ class PatternCounter:
             tpl, shape, shared = ex.text_template(text)
         else:
             tpl, text = ex.template(raw_tpl)
-        pk = (key, tpl)
-        p = self.table.get(pk)
+        pid = pattern_id(ex.key_fields, key, tpl)
+        p = self.table.get(pid)
         if p is None and len(self.table) < self.max_patterns:
-            p = PatternState(
-                pattern_id(ex.key_fields, key, tpl), key, tpl, 0, now, now, text[:EXAMPLE_MAX_CHARS]
-            )
-            self.table[pk] = p
+            p = PatternState(pid, key, tpl, 0, now, now, text[:EXAMPLE_MAX_CHARS])
+            self.table[pid] = p
         if not plain_key:
             return p
         fast = self._fast

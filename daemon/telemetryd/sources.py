@@ -124,13 +124,15 @@ class SourceSet:
         excess = len(self._open) - self.cfg.max_open_files
         if excess <= 0:
             return
-        for t in list(self._open):
-            if excess <= 0:
+        victims: list[TailedFile] = []
+        for t in self._open:  # least recently used first; no copy of the whole list per open
+            if len(victims) >= excess:
                 break
             if t is keep or t.gone_since is not None:
                 continue  # a rotated-away or deleted file may be unreachable once closed
+            victims.append(t)
+        for t in victims:
             self.close_file(t)
-            excess -= 1
 
     def close_file(self, t: TailedFile) -> None:
         if t.fd is not None:
@@ -463,7 +465,8 @@ class SourceSet:
             # Inode reuse or a rewrite in place: the offset belongs to another file's content.
             self._reset(t, why)
         else:
-            self.log.info("file_resumed", path=path, offset=t.offset)
+            # debug: at info, 10,000 files would mean 10,000 lines at every start
+            self.log.debug("file_resumed", path=path, offset=t.offset)
         head = os.pread(fd, FP_MAX, 0)
         if t.fp_len and len(head) >= t.fp_len and digest(head[: t.fp_len]) == t.fp:
             t.head = head
