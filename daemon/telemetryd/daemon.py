@@ -45,6 +45,8 @@ BLOCKS_PER_TURN = 8
 # are never held up by a large backlog spread over many files.
 TURN_SECONDS = 0.05
 STATS_EVERY = 0.5
+# With change notifications working, a full rescan (glob + stat of every file) at least this often.
+FULL_SCAN_SECONDS = 60.0
 
 
 @dataclass
@@ -86,6 +88,9 @@ class Daemon:
         self._rotating = False
         self._inflight: _Inflight | None = None
         self._seq = 0
+        # Counted for the stats pass, which skips its work when none of these moved.
+        self._reads = 0
+        self._scans = 0
         # Durations of the checkpoints written by this process (the latest ones), for the summary
         # logged at stop: benchmarks read it, the histogram metric cannot give exact quantiles.
         self._ckpt_durations: collections.deque[float] = collections.deque(maxlen=100_000)
@@ -281,8 +286,10 @@ class Daemon:
     def _loop(self) -> int:
         cfg = self.cfg
         next_scan = time.monotonic() + cfg.sources.rescan_seconds
+        full_scan_at = time.monotonic() + FULL_SCAN_SECONDS
         next_poll = time.monotonic()
         next_stats = 0.0
+        stats_mark: tuple[int, ...] = ()
         if self.once:
             return self._drain_once()
         while not self._stop:
@@ -306,21 +313,32 @@ class Daemon:
                         unknown = True
                 if unknown:
                     next_scan = now
+                    full_scan_at = now
             if now >= next_poll:
                 # Polling every poll_seconds: every file when inotify is unavailable, else only files whose
                 # path is gone (rotated away), which no directory watch reports on.
                 polling = self.watcher is None or self.watcher.failed
-                self._to_read.update(
-                    t for t in self.sources.files.values() if polling or t.gone_since is not None
-                )
+                if polling:
+                    self._to_read.update(self.sources.files.values())
+                else:
+                    self._to_read.update(t for t in self.sources.gone if t.gone_since is not None)
                 next_poll = now + cfg.sources.poll_seconds
             if now >= next_scan:
-                self._to_read.update(self.sources.scan(now))
+                # While notifications work, a directory that did not change holds the same files, so
+                # the glob and the stat of every file (most of an idle daemon's cost with 10,000
+                # files) are only redone every FULL_SCAN_SECONDS, in case a notification was missed.
+                watching = self.watcher is not None and not self.watcher.failed
+                if not (watching and now < full_scan_at and self.sources.unchanged_since_scan()):
+                    self._to_read.update(self.sources.scan(now))
+                    full_scan_at = now + FULL_SCAN_SECONDS
+                    self._scans += 1
                 for t in self.sources.release_finished(now):
                     self._to_read.discard(t)
                 self.sources.close_idle()
                 next_scan = now + cfg.sources.rescan_seconds
             counted_before = self.counter.events_total
+            if self._to_read:
+                self._reads += 1
             more = self._read(self._to_read) if self._to_read else set()
             if self.counter.events_total > counted_before:
                 self.metrics.ingest_delay.observe(time.monotonic() - woke)
@@ -334,7 +352,12 @@ class Daemon:
             self._to_read = more
             self._maybe_cut(time_due=time.monotonic() - self._last_cut >= cfg.checkpoint.every_seconds)
             if now >= next_stats:
-                self._publish_stats()
+                # Nothing read, written or scanned since the last pass: the figures are the same, and
+                # computing them walks every file.
+                mark = (self._reads, self._seq, self._durable_events, self._scans, len(self.sources.files))
+                if mark != stats_mark:
+                    self._publish_stats()
+                    stats_mark = mark
                 next_stats = now + STATS_EVERY
             self.notifier.maybe_status(self._status_line)
             if more or self._stop:

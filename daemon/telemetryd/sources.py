@@ -88,6 +88,16 @@ class SourceSet:
         # Tracked files that could be copied, by their first HEAD_KEY bytes (shorter heads under b""):
         # built once per scan that finds new files, so 10,000 new files cost no quadratic search.
         self._heads: dict[bytes, list[TailedFile]] | None = None
+        # Files whose path is gone (rotated away, deleted), kept up to date by scan and release: the
+        # daemon polls these, and an idle loop must not walk 10,000 files to find them.
+        self.gone: list[TailedFile] = []
+        # (mtime, inode) of each glob's directory at the last full scan; None if a glob has a wildcard
+        # in a directory part, where only a full scan can tell.
+        self._dir_marks: tuple[tuple[int, int], ...] | None = None
+        # Whether the last full scan found nothing awaiting a decision. A decision taken after it (a
+        # copy taking over its original's offset, a hold released) can leave a file with unread lines
+        # and no notification to come: one more full scan queues it.
+        self._settled = False
 
     @property
     def open_count(self) -> int:
@@ -189,6 +199,34 @@ class SourceSet:
                 out.append(os.path.abspath(p))
         return out
 
+    def _dir_signature(self) -> tuple[tuple[int, int], ...] | None:
+        marks = []
+        for pat in self.cfg.paths:
+            d = os.path.dirname(os.path.abspath(os.path.expanduser(pat)))
+            if glob.has_magic(d):
+                return None
+            try:
+                st = os.stat(d)
+            except OSError:
+                marks.append((-1, -1))
+                continue
+            marks.append((st.st_mtime_ns, st.st_ino))
+        return tuple(marks)
+
+    def unchanged_since_scan(self) -> bool:
+        """True if a rescan would find nothing new: no directory of a glob changed since the last full
+        scan (creating, deleting or renaming an entry updates it) and no file awaits a decision.
+
+        Only for use while change notifications work: writes to tracked files come from them, and a
+        full scan still runs every so often in case one was missed.
+        """
+        if not self._settled or self._awaiting():
+            return False
+        return self._dir_signature() == self._dir_marks
+
+    def _awaiting(self) -> bool:
+        return bool(self.gone or self._pending or self._follows or self._error_logged)
+
     def scan(self, now: float) -> list[TailedFile]:
         """Re-expand the globs and reconcile with what is tracked. Returns the files worth reading now.
 
@@ -199,6 +237,8 @@ class SourceSet:
         by_path: dict[str, TailedFile] = {}
         to_read: list[TailedFile] = []
         fresh: list[tuple[str, FileIdent]] = []
+        # Taken before listing: a change made while the scan runs moves the mark, so it is seen next time.
+        self._dir_marks = self._dir_signature()
         for path in self.expand():
             try:
                 st = os.stat(path)
@@ -265,6 +305,8 @@ class SourceSet:
             by_path[path] = nt
             to_read.append(nt)
         self.by_path = by_path
+        self.gone = [t for t in self.files.values() if t.gone_since is not None]
+        self._settled = self._dir_marks is not None and not self._awaiting()
         return to_read
 
     def _renamed(self, t: TailedFile, path: str) -> None:
@@ -533,7 +575,9 @@ class SourceSet:
     def release_finished(self, now: float) -> list[TailedFile]:
         """Close and forget files whose path is gone, once they are read to the end and quiet."""
         released = []
-        for t in list(self.files.values()):
+        for t in list(self.gone):
+            if self.files.get(t.ident) is not t:
+                continue
             if t.gone_since is None or now - t.gone_since < self.cfg.rotate_wait_seconds:
                 continue
             if t.fd is not None and t.gate is None:
@@ -544,6 +588,8 @@ class SourceSet:
             self.log.info("file_released", path=t.path, offset=t.offset)
             self._drop(t)
             released.append(t)
+        if released:
+            self.gone = [t for t in self.gone if self.files.get(t.ident) is t and t.gone_since is not None]
         return released
 
     def close_idle(self) -> None:

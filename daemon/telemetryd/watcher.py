@@ -12,7 +12,7 @@ from .wakeup import Wakeup
 
 # Low debounce: the library's 1.6 s default would put seconds between a write and its count.
 DEBOUNCE_MS = 10
-STEP_MS = 2
+STEP_MS = 5
 
 
 class Watcher:
