@@ -6,7 +6,7 @@ SHARED ?= ../shared
 # Fragments in mk/ add their own targets and append to TEST_DEPS (things tests need installed first).
 TEST_DEPS :=
 
-.PHONY: venv test lint typecheck unit demo clean bench bench-quick chaos
+.PHONY: venv test lint typecheck unit demo clean bench bench-quick bench-patterns chaos
 
 $(VENV)/.installed: pyproject.toml scripts/ensure-system-deps.sh
 	./scripts/ensure-system-deps.sh
@@ -47,3 +47,7 @@ bench-quick: venv
 bench: venv bench-patterns
 	$(BIN)/python bench/throughput.py --lines 2000000 --files 1 16 256 --runs 3 --profile
 	$(BIN)/python bench/checkpoint_cost.py --patterns 10 100000 1000000
+	$(BIN)/python bench/latency.py --rate 10000 --seconds 20
+	$(BIN)/python bench/many_files.py --files 10000 --idle 30
+	$(BIN)/python bench/restart.py --patterns 1000000 --files 10000
+	$(BIN)/python bench/restart.py --patterns 100000 --files 10 --runs 1
