@@ -7,6 +7,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import msgspec
 import pytest
 from telemetryd import checkpoint as ck
 from telemetryd.patterns import PatternState
@@ -156,3 +157,34 @@ def test_failed_append_is_cut_back(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert results[1].ok
     rec = ck.recover(str(tmp_path))
     assert rec.outcome == "clean" and rec.state.seq == 2 and rec.state.patterns["p1"].count == 200
+
+
+def test_truncated_files_survive_journal_snapshot_and_older_records(tmp_path: Path) -> None:
+    # The memory of truncated files is part of the committed state: a delta replaces it; a delta
+    # without it (None, or a record written before the field existed) leaves it as it was; a snapshot
+    # carries it.
+    mem = [ck.TruncatedEntry(1000.0, "fp", 10, "tl", 8, 4096)]
+    d2 = _delta(2, 200)
+    d2.truncated = mem
+
+    class OldDelta(msgspec.Struct, tag="d"):  # a record as the first release wrote it
+        seq: int
+        time: float
+        totals: ck.Totals
+        files: list[ck.FileEntry]
+        dropped: list[ck.FileIdent]
+        patterns: list[PatternState]
+
+    old = msgspec.msgpack.encode(OldDelta(4, 1004.0, ck.Totals(400), [], [], []))
+    records = [ck.encode_delta(_delta(1, 100)), ck.encode_delta(d2), ck.encode_delta(_delta(3, 300)), old]
+    header = msgspec.msgpack.encode(ck.JournalHeader(ck.SCHEMA, 0, 1000.0, SETTINGS))
+    (tmp_path / ck.journal_name(0)).write_bytes(
+        ck.JOURNAL_MAGIC + b"".join(ck.frame(r) for r in [header, *records])
+    )
+    rec = ck.recover(str(tmp_path))
+    assert rec.outcome == "clean" and rec.state.seq == 4, rec.notes
+    assert rec.state.truncated == mem
+    ck.write_snapshot(str(tmp_path), rec.state.to_snapshot(1))
+    snap = ck.read_snapshot(str(tmp_path / ck.snapshot_name(1)))
+    assert snap.truncated == mem
+    assert ck.State.from_snapshot(snap).truncated == mem

@@ -115,6 +115,32 @@ def test_copy_made_while_caught_up_is_not_read_again(tmp_path: Path, daemons) ->
     assert s.counts() == expected(a=100, b=20, c=10)
 
 
+def test_copy_found_only_after_a_crash_takes_over(tmp_path: Path, daemons) -> None:
+    """Case 2 across a crash: the daemon sees the truncation and commits it, then dies before it finds
+    the copy. The restarted daemon must still know what the truncated file held, or it reads the copy
+    from 0 and counts every line twice (found by the chaos round)."""
+    s = Setup(tmp_path)
+    app = s.dir / "app.jsonl"
+    d = daemons(*s.args)
+    d.wait_ready()
+    append(app, lines("read", 100))
+    s.wait_total(100)
+    # The copy is made where the globs do not look: this daemon sees only the truncation.
+    shutil.copyfile(app, tmp_path / "app.copy")
+    os.truncate(app, 0)
+    append(app, lines("after", 10))
+    s.wait_total(110)  # the truncation was seen and checkpointed
+    d.kill(signal.SIGKILL)
+    d.proc.wait()
+    os.rename(tmp_path / "app.copy", s.dir / "app.jsonl.1")
+    d = daemons(*s.args)
+    d.wait_ready()
+    settle()
+    assert d.stop() == 0, d.log()
+    assert s.counts() == expected(read=100, after=10)
+    assert log_events(d.log(), "file_copy_found"), d.log()
+
+
 @pytest.mark.parametrize("how", ["rename", "rename_unmatched", "copytruncate"])
 def test_rotation_while_daemon_is_down(tmp_path: Path, daemons, how: str) -> None:
     """Case 3: rotated while killed; on restart each file is matched to its checkpoint entry by identity

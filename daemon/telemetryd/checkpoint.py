@@ -55,6 +55,19 @@ class FileEntry(msgspec.Struct, array_like=True, frozen=True):
     tail_len: int
 
 
+class TruncatedEntry(msgspec.Struct, array_like=True, frozen=True):
+    """What a file held before it was truncated, kept for a while: a copy of it (copytruncate) that is
+    found later, even by the next process after a crash, takes over this offset instead of starting at
+    0. The identity fields mean what they mean in FileEntry."""
+
+    time: float  # wall clock of the truncation; the memory expires after sources.COPY_MEMORY_SECONDS
+    fp: str
+    fp_len: int
+    tail: str
+    tail_len: int
+    offset: int
+
+
 class Totals(msgspec.Struct, array_like=True):
     events: int = 0
     overflow: int = 0
@@ -77,6 +90,8 @@ class Snapshot(msgspec.Struct):
     totals: Totals
     files: list[FileEntry]
     patterns: list[PatternState]
+    # Added after schema 1 was released; absent in older snapshots, hence the default.
+    truncated: list[TruncatedEntry] = msgspec.field(default_factory=list)
 
 
 class JournalHeader(msgspec.Struct, tag="h"):
@@ -93,6 +108,8 @@ class Delta(msgspec.Struct, tag="d"):
     files: list[FileEntry]
     dropped: list[FileIdent]
     patterns: list[PatternState]
+    # The whole list when it changed since the previous record, else None (and absent in older records).
+    truncated: list[TruncatedEntry] | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -236,6 +253,7 @@ class State:
     totals: Totals = field(default_factory=Totals)
     files: dict[FileIdent, FileEntry] = field(default_factory=dict)
     patterns: dict[str, PatternState] = field(default_factory=dict)
+    truncated: list[TruncatedEntry] = field(default_factory=list)
 
     @classmethod
     def from_snapshot(cls, s: Snapshot) -> State:
@@ -247,6 +265,7 @@ class State:
             s.totals,
             dict(zip(map(_IDENT, s.files), s.files, strict=True)),
             dict(zip(map(_ID, s.patterns), s.patterns, strict=True)),
+            list(s.truncated),
         )
 
     def apply(self, d: Delta) -> None:
@@ -258,6 +277,8 @@ class State:
         # In C: recovery replays every record, and one record can hold every pattern.
         self.files.update(zip(map(_IDENT, d.files), d.files, strict=True))
         self.patterns.update(zip(map(_ID, d.patterns), d.patterns, strict=True))
+        if d.truncated is not None:
+            self.truncated = d.truncated
 
     def to_snapshot(self, generation: int) -> Snapshot:
         assert self.settings is not None
@@ -270,6 +291,7 @@ class State:
             self.totals,
             list(self.files.values()),
             list(self.patterns.values()),
+            self.truncated,
         )
 
 

@@ -56,6 +56,7 @@ class _Inflight:
     files: list[tuple[TailedFile, int]]
     dropped: list[ck.FileIdent]
     patterns: list[Any]
+    truncated: bool
 
 
 class Daemon:
@@ -223,7 +224,7 @@ class Daemon:
         self.counter = PatternCounter(self.extractor, p.max_patterns, self.cfg.sources.max_line_bytes)
         self.sources = SourceSet(self.cfg.sources, self.log)
         state = rec.state
-        self.sources.load(state.files.values())
+        self.sources.load(state.files.values(), state.truncated)
         for t in self.sources.files.values():
             t.committed = t.offset
         self._seq = state.seq
@@ -428,7 +429,8 @@ class Daemon:
     # --- checkpoints -------------------------------------------------------------------------------
 
     def _dirty(self) -> bool:
-        return bool(self.counter.dirty or self.sources.dirty or self.sources.dropped)
+        s = self.sources
+        return bool(self.counter.dirty or s.dirty or s.dropped or s.truncated_dirty)
 
     def _maybe_cut(self, time_due: bool) -> None:
         count_due = self.counter.events_total - self._events_at_cut >= self.cfg.checkpoint.every_events
@@ -447,6 +449,7 @@ class Daemon:
         pats = list(self.counter.dirty)
         c = self.counter
         entries = [t.entry() for t in files]
+        truncated = self.sources.truncated_entries() if self.sources.truncated_dirty else None
         delta = ck.Delta(
             self._seq,
             time.time(),
@@ -454,6 +457,7 @@ class Daemon:
             entries,
             dropped,
             pats,
+            truncated,
         )
         payload = ck.encode_delta(delta)
         self._inflight = _Inflight(
@@ -462,9 +466,11 @@ class Daemon:
             [(t, e.offset) for t, e in zip(files, entries, strict=True)],
             dropped,
             pats,
+            truncated is not None,
         )
         self.sources.dirty = set()
         self.sources.dropped = set()
+        self.sources.truncated_dirty = False
         self.counter.dirty = set()
         self._events_at_cut = c.events_total
         self._last_cut = started
@@ -527,6 +533,7 @@ class Daemon:
         self.sources.dirty.update(t for t, _ in inf.files if live.get(t.ident) is t)
         self.sources.dropped.update(i for i in inf.dropped if i not in live)
         self.counter.dirty.update(inf.patterns)
+        self.sources.truncated_dirty |= inf.truncated
         now = time.monotonic()
         if now - self._last_error_log > 60:
             self._last_error_log = now

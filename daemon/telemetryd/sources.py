@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .checkpoint import FileEntry, FileIdent
+from .checkpoint import FileEntry, FileIdent, TruncatedEntry
 from .config import SourcesConfig
 from .reader import CHUNK, FP_MAX, TailedFile, digest
 
@@ -47,6 +47,10 @@ class _Truncated:
     tail: str
     tail_len: int
     offset: int
+    wall: float  # time.time() of the truncation: what a checkpoint keeps, to expire it after a restart
+
+    def entry(self) -> TruncatedEntry:
+        return TruncatedEntry(self.wall, self.fp, self.fp_len, self.tail, self.tail_len, self.offset)
 
 
 _Origin = TailedFile | _Truncated
@@ -81,6 +85,8 @@ class SourceSet:
         # Open descriptors, least recently used first.
         self._open: OrderedDict[TailedFile, None] = OrderedDict()
         self._truncated: list[_Truncated] = []
+        # The list changed since the last checkpoint record was cut.
+        self.truncated_dirty = False
         # Held files: possible copies (value: the candidates and when the file last grew) and copies
         # following their original (value: the original).
         self._pending: dict[TailedFile, tuple[list[_Origin], float, int]] = {}
@@ -105,9 +111,19 @@ class SourceSet:
 
     # --- bookkeeping --------------------------------------------------------------------------------
 
-    def load(self, entries: Iterable[FileEntry]) -> None:
+    def load(self, entries: Iterable[FileEntry], truncated: Iterable[TruncatedEntry] = ()) -> None:
         for e in entries:
             self.files[(e.dev, e.ino)] = TailedFile.from_entry(e)
+        mono, wall = time.monotonic(), time.time()
+        for r in truncated:
+            age = max(0.0, wall - r.time)
+            if age < COPY_MEMORY_SECONDS:
+                self._truncated.append(
+                    _Truncated(mono - age, None, r.fp, r.fp_len, r.tail, r.tail_len, r.offset, r.time)
+                )
+
+    def truncated_entries(self) -> list[TruncatedEntry]:
+        return [r.entry() for r in self._truncated]
 
     def configure(self, cfg: SourcesConfig) -> None:
         self.cfg = cfg
@@ -171,8 +187,20 @@ class SourceSet:
         self.log.info("file_rewritten", path=t.path, reason=why, old_offset=t.offset)
         if t.offset and t.fp_len:
             self._truncated.append(
-                _Truncated(time.monotonic(), t.head or None, t.fp, t.fp_len, t.tail, t.tail_len, t.offset)
+                _Truncated(
+                    time.monotonic(),
+                    t.head or None,
+                    t.fp,
+                    t.fp_len,
+                    t.tail,
+                    t.tail_len,
+                    t.offset,
+                    time.time(),
+                )
             )
+            # Committed with the reset offset in one record: a crash before the copy is found must not
+            # forget what the file held.
+            self.truncated_dirty = True
         old_offset = t.offset
         t.reset()
         self.dirty.add(t)
@@ -296,7 +324,11 @@ class SourceSet:
                 self.rotations[kind] += 1
                 self.log.info("file_rotated_away", path=t.path, kind=kind, offset=t.offset)
                 to_read.append(t)
-        self._truncated = [r for r in self._truncated if now - r.at < COPY_MEMORY_SECONDS]
+        if self._truncated:
+            kept = [r for r in self._truncated if now - r.at < COPY_MEMORY_SECONDS]
+            if len(kept) != len(self._truncated):
+                self._truncated = kept
+                self.truncated_dirty = True
         self._heads = None
         for path, ident in fresh:
             nt = self._discover(path, ident)
