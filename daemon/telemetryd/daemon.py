@@ -100,6 +100,7 @@ class Daemon:
         self._last_cut = time.monotonic()
         self._last_error_log = 0.0
         self._bytes_read_total = 0
+        self._last_block = b""
         self._status_mark = (time.monotonic(), 0)
 
     # --- set-up --------------------------------------------------------------------------------------
@@ -413,6 +414,10 @@ class Daemon:
                         counter.skip(TOO_LONG, b.too_long)
                     if b.end:
                         counter.process_block(b.data, wall, b.end)
+                    # Freed only after the next block is allocated: a freed 1 MiB block at the top of the
+                    # heap is given back to the kernel by glibc and the next read faults its pages in
+                    # again (35k page faults and ~0.3 s per 2M events, measured).
+                    self._last_block = b.data
                     self._bytes_read_total += b.consumed
                     sources.dirty.add(t)
                     t.last_active = now
