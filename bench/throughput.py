@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throughput of `telemetryd run --once` on the reference workload, beside the bare-loop ceiling.
 
-Usage: throughput.py [--lines N] [--files 1 16 256] [--runs R] [--shared DIR] [--profile]
+Usage: throughput.py [--lines N] [--files 1 16 256] [--runs R] [--shared DIR] [--profile] [--instructions]
 
 The workload is ../shared/bench/gen_events.py's, generated once; for F files the same lines are cut
 into F consecutive parts. Per round, the bare loop and the daemon (default settings: key fields
@@ -10,7 +10,8 @@ dir) run one after the other on the same files with the page cache warm; the bes
 reported, with its ratio to the best bare loop. The daemon's figure includes process start, recovery
 and the final checkpoint; its checkpoint count and p50/p99 come from the summary it logs at stop.
 --profile also runs the daemon's code once under cProfile (in this process) and prints where the
-time goes.
+time goes. --instructions also counts the CPU instructions of both (one file, each a whole process,
+under valgrind's callgrind): a figure this shared machine's noise cannot move, for comparing changes.
 """
 
 from __future__ import annotations
@@ -106,6 +107,50 @@ def split_into(data: Path, files: int, out: Path) -> list[Path]:
     return paths
 
 
+BARE_SCRIPT = """
+import sys, collections, msgspec
+class Ev(msgspec.Struct):
+    event_type: str = ""
+    service: str = ""
+    level: str = ""
+dec = msgspec.json.Decoder(Ev)
+c = collections.Counter()
+for path in sys.argv[1:]:
+    with open(path, "rb") as f:
+        for line in f:
+            e = dec.decode(line)
+            c[(e.event_type, e.service, e.level)] += 1
+"""
+
+
+def instructions(cmd: list[str]) -> int:
+    """Instructions a whole process executes, counted by callgrind (exact, unlike time here)."""
+    p = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    for line in p.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1])
+    raise SystemExit(f"no instruction count from valgrind:\n{p.stderr}")
+
+
+def count_instructions(paths: list[Path], directory: Path, tmp: Path, lines: int) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    bare = instructions([sys.executable, "-c", BARE_SCRIPT, *map(str, paths)])
+    state = tmp / "state-instructions"
+    cfg = tmp / "instructions.toml"
+    cfg.write_text(CONFIG.format(state=state))
+    daemon = instructions([BIN, "run", "--once", "--config", str(cfg), "--path", str(directory / "*.jsonl")])
+    print(f"\ninstructions, whole process, {lines:,} lines ({directory.name}; callgrind):")
+    print(f"  bare loop:         {bare / lines:8,.0f} per line")
+    print(f"  telemetryd --once: {daemon / lines:8,.0f} per event  ratio {bare / daemon:.2f} x bare loop")
+
+
 def profile(directory: Path, tmp: Path, top: int = 14) -> None:
     import cProfile
     import pstats
@@ -132,6 +177,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--shared", default=str(HERE.parent.parent / "shared"))
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--instructions", action="store_true")
     a = ap.parse_args()
     # An installed wheel ships bytecode; an editable install under PYTHONDONTWRITEBYTECODE (as in CI and
     # this sandbox) would compile every module at each start and bill ~50 ms to the daemon.
@@ -177,6 +223,9 @@ def main() -> None:
             )
         if a.profile:
             profile(tmp / f"f{a.files[0]}", tmp)
+        if a.instructions:
+            n = a.files[0]
+            count_instructions(sets[n], tmp / f"f{n}", tmp, a.lines)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
