@@ -7,8 +7,9 @@ The workload is ../shared/bench/gen_events.py's, generated once; for F files the
 into F consecutive parts. Per round, the bare loop and the daemon (default settings: key fields
 event_type, service, level; template of message; durable checkpoints every 1000 events; fresh state
 dir) run one after the other on the same files with the page cache warm; the best of R rounds is
-reported, with its ratio to the best bare loop. The daemon's figure includes process start, recovery
-and the final checkpoint; its checkpoint count and p50/p99 come from the summary it logs at stop.
+reported, with its ratio to the best bare loop, and the median and range of each round's own ratio.
+The daemon's figure includes process start, recovery and the final checkpoint; its checkpoint count
+and p50/p99 come from the summary it logs at stop.
 --profile also runs the daemon's code once under cProfile (in this process) and prints where the
 time goes. --instructions also counts the CPU instructions of both (one file, each a whole process,
 under valgrind's callgrind): a figure this shared machine's noise cannot move, for comparing changes.
@@ -216,6 +217,12 @@ def main() -> None:
                 f"  telemetryd --once: {a.lines / d.seconds:>10,.0f} events/s {size_mb / d.seconds:7.1f} MB/s"
                 f"  ratio {b / d.seconds:.2f} x bare loop"
                 f"  (CPU {d.cpu:.2f} s = {a.lines / d.cpu:,.0f} events per CPU-s)"
+            )
+            # Each round's pair ran back to back, so a slow spell of the machine hits both alike.
+            pairs = sorted(bt / r.seconds for bt, r in zip(bare[n], runs[n], strict=True))
+            print(
+                f"  per-round ratios: median {pairs[len(pairs) // 2]:.2f},"
+                f" range {pairs[0]:.2f}-{pairs[-1]:.2f}"
             )
             print(
                 f"  checkpoints: {s.get('checkpoints_written')} written, p50 {s.get('checkpoint_p50_ms')} ms,"
