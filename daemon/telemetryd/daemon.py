@@ -344,13 +344,7 @@ class Daemon:
             more = self._read(self._to_read) if self._to_read else set()
             if self.counter.events_total > counted_before:
                 self.metrics.ingest_delay.observe(time.monotonic() - woke)
-                c = self.counter
-                self.metrics.observe_counts(
-                    c.events_total - self._base_events,
-                    c.overflow_count - self._base_overflow,
-                    self._bytes_read_total - self._base_bytes_read,
-                    c.events_total - self._durable_events,
-                )
+                self.metrics.observe_counts(*self._totals())
             self._to_read = more
             self._maybe_cut(time_due=time.monotonic() - self._last_cut >= cfg.checkpoint.every_seconds)
             if now >= next_stats:
@@ -575,10 +569,11 @@ class Daemon:
             if k
             else []
         )
+        events, overflow, bytes_read, lag_events = self._totals()
         st = Stats(
-            events=c.events_total - self._base_events,
-            overflow=c.overflow_count - self._base_overflow,
-            bytes_read=self._bytes_read_total - self._base_bytes_read,
+            events=events,
+            overflow=overflow,
+            bytes_read=bytes_read,
             skipped={r: n - self._base_skipped.get(r, 0) for r, n in c.skipped.items()},
             rotations=dict(s.rotations),
             source_errors=dict(s.errors),
@@ -586,11 +581,22 @@ class Daemon:
             files=len(s.files),
             read_lag_bytes=read_lag,
             checkpoint_lag_bytes=ckpt_lag,
-            checkpoint_lag_events=c.events_total - self._durable_events,
+            checkpoint_lag_events=lag_events,
             file_lags=[(p, n) for n, p in lags],
             top_patterns=top,
         )
         self.metrics.observe(st)
+
+    def _totals(self) -> tuple[int, int, int, int]:
+        """Events, overflow events and bytes read since this process started, and the events counted but
+        not yet durable: what Metrics.observe_counts takes."""
+        c = self.counter
+        return (
+            c.events_total - self._base_events,
+            c.overflow_count - self._base_overflow,
+            self._bytes_read_total - self._base_bytes_read,
+            c.events_total - self._durable_events,
+        )
 
     def _status_line(self) -> str:
         now = time.monotonic()
