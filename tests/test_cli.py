@@ -282,3 +282,16 @@ def test_status_reads_the_holder_from_the_kernel_lock_table(tmp_path: Path) -> N
         assert doc["daemon"] == {"running": True, "pid": os.getpid()}
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("cmd", [["status"], ["patterns"], ["checkpoint", "verify"], ["checkpoint", "show"]])
+def test_an_unreadable_journal_is_one_line_not_a_traceback(
+    counted: tuple[Path, Path], cmd: list[str]
+) -> None:
+    cfg, state = counted
+    (journal,) = state.glob("journal.*")
+    journal.unlink()
+    journal.mkdir()
+    r = cli(*cmd, "--config", str(cfg), "--state-dir", str(state), check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("telemetryd: ") and journal.name in r.stderr
