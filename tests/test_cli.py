@@ -206,11 +206,23 @@ def test_patterns_json_keeps_the_whole_example_and_null(counted: tuple[Path, Pat
     assert crash["key"] == {"kind": "crash", "service": None} and len(crash["example"]) > 200
 
 
-def test_extract_prints_a_dash_for_a_missing_key_field(tmp_path: Path) -> None:
+def test_extract_has_a_header_and_a_dash_for_a_missing_key_field(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, CONFIG)
-    r = cli("extract", "-", "--config", str(cfg), input=b'{"kind": "a", "message": "took 5 ms"}\n')
-    cols = r.stdout.rstrip("\n").split("\t")
-    assert cols[0] == "1" and cols[2] == "kind=a service=-" and "None" not in r.stdout
+    r = cli("extract", "-", "--config", str(cfg), input=b'{"kind": "a", "message": "took 5 ms"}\nnope\n')
+    rows = [line.split("\t") for line in r.stdout.splitlines()]
+    assert rows[0] == ["LINE", "ID", "KIND", "SERVICE", "TEMPLATE"]
+    assert rows[1][0] == "1" and rows[1][2:] == ["a", "-", "took <*> ms"] and "None" not in r.stdout
+    assert rows[2] == ["2", "skipped:invalid_json"]
+
+
+def test_extract_names_the_file_when_given_several(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, CONFIG)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('{"kind": "a"}\n')
+    b.write_text('{"kind": "b"}\n')
+    rows = [x.split("\t") for x in cli("extract", str(a), str(b), "--config", str(cfg)).stdout.splitlines()]
+    assert rows[0][:2] == ["FILE", "LINE"]
+    assert [(r[0], r[3]) for r in rows[1:]] == [(str(a), "a"), (str(b), "b")]
 
 
 def test_checkpoint_show_names_every_field(counted: tuple[Path, Path]) -> None:

@@ -280,6 +280,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     ex = Extractor(p.key_fields, p.template_field, [(m.regex, m.replacement) for m in p.masks])
     out = sys.stdout
     multi = len(args.files) > 1
+    if not args.json:
+        # Tab-separated, so it streams (no waiting for the widest cell) and `cut -f` works on it.
+        header = ["FILE"] if multi else []
+        out.write("\t".join([*header, "LINE", "ID", *(k.upper() for k in p.key_fields), "TEMPLATE"]) + "\n")
     for name in args.files:
         try:
             f: BinaryIO = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
@@ -292,11 +296,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
                 row: dict[str, Any] = {"line": n, **({"file": name} if multi else {}), **r}
                 if args.json:
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                elif "skipped" in r:
-                    out.write(f"{n}\tskipped:{r['skipped']}\n")
+                    continue
+                cells = [name] if multi else []
+                if "skipped" in r:
+                    cells += [str(n), f"skipped:{r['skipped']}"]
                 else:
-                    key = " ".join(f"{k}={_key_text(v)}" for k, v in r["key"].items())
-                    out.write(f"{n}\t{r['id']}\t{key}\t{r['template']}\n")
+                    keys = [_key_text(v) for v in r["key"].values()]
+                    cells += [str(n), r["id"], *keys, _key_text(r["template"])]
+                out.write("\t".join(cells) + "\n")
     return EXIT_OK
 
 
