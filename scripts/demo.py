@@ -201,7 +201,7 @@ def start() -> int:
         end = time.monotonic() + float(bounded)
         while time.monotonic() < end:
             time.sleep(min(3.0, max(0.0, end - time.monotonic())))
-            step("the view again: counts have grown")
+            step("the view again (new events keep arriving)")
             view(listen)
         stop()
         return 0
