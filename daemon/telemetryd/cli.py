@@ -17,6 +17,7 @@ from . import checkpoint as ck
 from .config import Config, ConfigError, Overrides, load_config
 from .daemon import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Daemon
 from .events import DECODE_ERRORS, INVALID_UTF8, TOO_LONG, skip_reason
+from .extract import extract_rows
 from .logs import configure, get_logger
 from .patterns import Extractor
 from .report import iso, patterns_document, status_document
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("extract", parents=[common], help="the pattern of each input line; touches no state")
     ex.add_argument("files", nargs="+", metavar="FILE", help="'-' for stdin")
     ex.add_argument("--json", action="store_true")
+    ex.add_argument("--explain", action="store_true", help="with --json: rule template and reasons")
 
     cp = sub.add_parser("checkpoint", help="inspect the checkpoint")
     cps = cp.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -168,6 +170,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
     ex = Extractor(p.key_fields, p.template_field, [(m.regex, m.replacement) for m in p.masks])
     out = sys.stdout
     multi = len(args.files) > 1
+    # The structural stage decides from the whole input (extract.py): read it all, then answer.
+    where: list[tuple[str, int]] = []
+    lines: list[bytes] = []
     for name in args.files:
         try:
             f: BinaryIO = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
@@ -176,15 +181,18 @@ def cmd_extract(args: argparse.Namespace) -> int:
             return EXIT_FAILURE
         with f:
             for n, line in enumerate(_lines(f), 1):
-                r = extract_line(ex, line, cfg.sources.max_line_bytes)
-                row: dict[str, Any] = {"line": n, **({"file": name} if multi else {}), **r}
-                if args.json:
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                elif "skipped" in r:
-                    out.write(f"{n}\tskipped:{r['skipped']}\n")
-                else:
-                    key = " ".join(f"{k}={v}" for k, v in r["key"].items())
-                    out.write(f"{n}\t{r['id']}\t{key}\t{r['template']}\n")
+                where.append((name, n))
+                lines.append(line)
+    rows = extract_rows(ex, lines, cfg.sources.max_line_bytes, explain=args.explain)
+    for (name, n), r in zip(where, rows, strict=True):
+        row: dict[str, Any] = {"line": n, **({"file": name} if multi else {}), **r}
+        if args.json:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        elif "skipped" in r:
+            out.write(f"{n}\tskipped:{r['skipped']}\n")
+        else:
+            key = " ".join(f"{k}={v}" for k, v in r["key"].items())
+            out.write(f"{n}\t{r['id']}\t{key}\t{r['template']}\n")
     return EXIT_OK
 
 
