@@ -17,6 +17,7 @@ from . import checkpoint as ck
 from .config import Config, ConfigError, Overrides, load_config
 from .daemon import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, Daemon
 from .events import DECODE_ERRORS, INVALID_UTF8, TOO_LONG, skip_reason
+from .extract import extract_rows
 from .logs import configure, get_logger
 from .patterns import Extractor
 from .report import age, checkpoint_document, iso, patterns_document, shorten, status_document, table
@@ -122,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     ex = command("extract", "the pattern of each input line, or why it would be skipped; touches no state")
     ex.add_argument("files", nargs="+", metavar="FILE", help="JSONL file to read; '-' for stdin")
     _json_flag(ex, "one JSON object per line")
+    ex.add_argument(
+        "--explain", action="store_true", help="with --json: the rule template and why each piece was masked"
+    )
 
     cp = command("checkpoint", "inspect the last checkpoint")
     cps = cp.add_subparsers(dest="action", required=True, metavar="ACTION", title="actions")
@@ -230,9 +234,11 @@ def cmd_patterns(args: argparse.Namespace) -> int:
         _out(doc)
         return EXIT_OK
     shown = len(doc["patterns"])
+    # Patterns folded into a general one are not rows of their own (patterns_document).
+    live = sum(1 for p in rec.state.patterns.values() if p.absorbed_into is None)
     print(
-        f"{doc['events_total']} events, {len(rec.state.patterns)} patterns"
-        + (f" (top {shown} shown)" if shown < len(rec.state.patterns) else "")
+        f"{doc['events_total']} events, {live} patterns"
+        + (f" (top {shown} shown)" if shown < live else "")
         + f", {doc['overflow_count']} in overflow (checkpoint {doc['checkpoint_time'] or 'none'})"
     )
     if not doc["patterns"]:
@@ -281,9 +287,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
     out = sys.stdout
     multi = len(args.files) > 1
     if not args.json:
-        # Tab-separated, so it streams (no waiting for the widest cell) and `cut -f` works on it.
+        # Tab-separated, so `cut -f` works on it and no cell waits for the widest one.
         header = ["FILE"] if multi else []
         out.write("\t".join([*header, "LINE", "ID", *(k.upper() for k in p.key_fields), "TEMPLATE"]) + "\n")
+    # The structural stage decides from the whole input (extract.py): read it all, then answer.
+    where: list[tuple[str, int]] = []
+    lines: list[bytes] = []
     for name in args.files:
         try:
             f: BinaryIO = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
@@ -292,18 +301,21 @@ def cmd_extract(args: argparse.Namespace) -> int:
             return EXIT_FAILURE
         with f:
             for n, line in enumerate(_lines(f), 1):
-                r = extract_line(ex, line, cfg.sources.max_line_bytes)
-                row: dict[str, Any] = {"line": n, **({"file": name} if multi else {}), **r}
-                if args.json:
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    continue
-                cells = [name] if multi else []
-                if "skipped" in r:
-                    cells += [str(n), f"skipped:{r['skipped']}"]
-                else:
-                    keys = [_key_text(v) for v in r["key"].values()]
-                    cells += [str(n), r["id"], *keys, _key_text(r["template"])]
-                out.write("\t".join(cells) + "\n")
+                where.append((name, n))
+                lines.append(line)
+    rows = extract_rows(ex, lines, cfg.sources.max_line_bytes, explain=args.explain)
+    for (name, n), r in zip(where, rows, strict=True):
+        row: dict[str, Any] = {"line": n, **({"file": name} if multi else {}), **r}
+        if args.json:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            continue
+        cells = [name] if multi else []
+        if "skipped" in r:
+            cells += [str(n), f"skipped:{r['skipped']}"]
+        else:
+            keys = [_key_text(v) for v in r["key"].values()]
+            cells += [str(n), r["id"], *keys, _key_text(r["template"])]
+        out.write("\t".join(cells) + "\n")
     return EXIT_OK
 
 

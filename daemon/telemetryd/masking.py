@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import pairwise
 
-RULESET_VERSION = "1"
+RULESET_VERSION = "2"
 PLACEHOLDER = "<*>"
 
 _P = PLACEHOLDER
@@ -53,6 +54,14 @@ _USER_WORD = re.compile(
     r"([Uu]ser|USER)\s+(?!unknown\b)[A-Za-z_](?:[\w@-]|\.(?=\w))*"
     r"(?=\s+(?:from|by|on|at|to|in|with|for|via)\b|\s*[\[(,;]|\s*$)"
 )
+# Service telemetry: values whose shape alone says what they are, wherever they stand.
+_EMAIL = re.compile(r"(?<![\w.+/:-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+# A double-quoted string is one value (a search phrase, a name with spaces), except an HTTP request
+# line, which keeps its method (see _HTTP_REQUEST).
+_QUOTED = re.compile(r'"[^"\s]*(?:\s[^"]*)?"')
+_HTTP_METHOD = re.compile(r'"(?:GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS|CONNECT|TRACE) ')
+# A Kubernetes pod name: <workload>-<replica-set hash>-<5 characters>.
+_POD = re.compile(r"(?<![\w.-])[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{6,10}-[a-z0-9]{5}(?![\w.-])")
 _USER_KEY = re.compile(r"(?i:(?<![\w.])((?:user|username|uname|login|account)=))[^\s,;)\]]+")
 
 # --- stage 2, first: values recognised whole within one token ----------------------------------
@@ -139,12 +148,31 @@ _ASCII_DIGIT = re.compile(r"[0-9]")
 _STR_SHAPE = str.maketrans("123456789", "000000000")
 
 
+def _char_class(c: str) -> int:
+    return 0 if c.islower() else 1 if c.isupper() else 2
+
+
+def _random_id(w: str) -> bool:
+    """A random base62 id (``VLd9HlQVBCPJ``, ``FbKIYKLONVUEQkufZpHtKbIi``): long, with both cases, and
+    changing between lower case, upper case and digits far more often than a camelCase name
+    (``MRClientProtocolPB``, ``getTodayTotalDetailSteps``) does: at every third character or more."""
+    n = len(w)
+    if n < 12 or not (w.isalnum() and w.isascii()) or w.islower() or w.isupper():
+        return False
+    classes = list(map(_char_class, w))
+    changes = sum(1 for a, b in pairwise(classes) if a != b)
+    return changes * 3 >= n
+
+
 def _is_var_word(w: str) -> bool:
     """A word (letters, digits, underscore) that carries a value rather than message text."""
     if w.lower() in _VALUE_WORDS:
         return True
     if not any(c.isdigit() for c in w):
-        return False
+        # "evt_FbKIYKLONVUEQkufZpHtKbIi": a prefixed random id
+        return len(w) >= 12 and any(map(_random_id, w.split("_")))
+    if _random_id(w):
+        return True
     if w[0].isdigit() or "_" in w:
         return True
     # "eth0", "ssh2", "IPv6", "jk2" are names; "storage234", "c6b3", "ffff3000" are values
@@ -249,6 +277,10 @@ def _mask_token(tok: str) -> str:
     return _WORD_VAR.sub(_P, res)
 
 
+def _quoted(m: re.Match[str]) -> str:
+    return m.group() if _HTTP_METHOD.match(m.group()) else _P
+
+
 class Masker:
     """Masks the variable parts of messages with ``<*>``; user masks run before the built-in rules."""
 
@@ -296,6 +328,12 @@ class Masker:
             text = _EMPTY_PARENS.sub("(<*>)", text)
         if "ser " in text or "SER " in text:
             text = _USER_WORD.sub(r"\1 <*>", text)
+        if "@" in text:
+            text = _EMAIL.sub(_P, text)
+        if '"' in text:
+            text = _QUOTED.sub(_quoted, text)
+        if "-" in text:
+            text = _POD.sub(_P, text)
         cache = self._tokens
         get = cache.get
         out = []
@@ -315,4 +353,6 @@ class Masker:
         res = " ".join(out)
         if "<*> " in res:
             res = _SIZE_UNIT.sub(_P, res)
+        if "<*>%" in res:
+            res = res.replace("<*>%", _P)  # a percentage is one value
         return res

@@ -23,6 +23,7 @@ from .events import (
     skip_reason,
 )
 from .masking import DIGIT_SHAPE, RULESET_VERSION, Masker
+from .structure import VARIABLE_AT, GroupKey, Structure
 
 EXAMPLE_MAX_CHARS = 1024
 # Bounds of the hot-path caches: unique messages (ids, timestamps in text) would otherwise grow them
@@ -89,6 +90,7 @@ def settings_digest(key_fields: Sequence[str], template_field: str, masks: Itera
             "template_field": template_field,
             "masks": [list(m) for m in masks],
             "ruleset": RULESET_VERSION,
+            "structure": VARIABLE_AT,
         }
     )
     return hashlib.blake2b(canon, digest_size=8).hexdigest()
@@ -174,6 +176,10 @@ class PatternCounter:
         self._fast: dict[tuple[Any, ...], PatternState | _Marker | None] = {}
         self._kcache: dict[tuple[Any, ...], tuple[str | None, ...]] = {}
         self._block_path_off = 0
+        # The structural stage (structure.py) and, per group, its live (not absorbed) entries: what a
+        # position becoming variable folds. Both are derived from the table, never committed.
+        self.structure = Structure()
+        self._live: dict[GroupKey, list[PatternState]] = {}
 
     def restore(
         self, patterns: dict[str, PatternState], events_total: int, overflow: int, skipped: dict[str, int]
@@ -186,6 +192,90 @@ class PatternCounter:
         self.dirty = set()
         self._fast = {}
         self._kcache = {}
+        self._derive_structure()
+
+    def _derive_structure(self) -> None:
+        """Rebuild the structural stage from the committed entries (structure.py says why it is exact)."""
+        st = self.structure = Structure()
+        live: dict[GroupKey, list[PatternState]] = {}
+        for p in self.table.values():
+            if p.template is None or len(p.example) >= EXAMPLE_MAX_CHARS:
+                continue
+            st.observe(p.key, p.template)
+            if p.absorbed_into is None:
+                live.setdefault(st.group_of(p.key, p.template)[0], []).append(p)
+        self._live = live
+
+    def live_patterns(self) -> list[PatternState]:
+        """The patterns events are counted into now: every entry not folded into a more general one."""
+        return [p for p in self.table.values() if p.absorbed_into is None]
+
+    def _entry(
+        self, key: tuple[str | None, ...], tpl: str | None, text: str, now: float
+    ) -> PatternState | None:
+        """The pattern of (key, rule template), creating it if the cap allows; None means overflow."""
+        ex = self.ex
+        structural = tpl is not None and len(text) < EXAMPLE_MAX_CHARS
+        t = self.structure.apply(key, tpl) if structural and tpl is not None else tpl
+        pid = pattern_id(ex.key_fields, key, t)
+        p = self.table.get(pid)
+        if p is not None:
+            return p
+        if len(self.table) >= self.max_patterns:
+            return None
+        p = PatternState(pid, key, t, 0, now, now, text[:EXAMPLE_MAX_CHARS])
+        self.table[pid] = p
+        self.dirty.add(p)
+        if not structural or t is None or tpl is None:
+            return p
+        # Only a template that got an entry teaches the structure, so the structure stays a function of
+        # the committed entries; the entry is made before folding so that it keeps its value.
+        st = self.structure
+        gk = st.group_of(key, t)[0]
+        self._live.setdefault(gk, []).append(p)
+        changed = st.observe(key, tpl)
+        if changed is not None:
+            self._generalise(changed, now)
+        while p.absorbed_into is not None:
+            p = self.table[p.absorbed_into]
+        return p
+
+    def _generalise(self, gk: GroupKey, now: float) -> None:
+        """Fold every live entry of group `gk` whose template changed into the more general pattern.
+
+        Counts move inside the table only: the general pattern's count and `absorbed` grow by the
+        entry's count, the entry keeps its count and names the general pattern in `absorbed_into`. Both
+        are marked dirty, so the record that commits this also commits the offsets of the line that
+        caused it."""
+        st = self.structure
+        kf = self.ex.key_fields
+        keep: list[PatternState] = []
+        folded: list[tuple[PatternState, str]] = []
+        for e in self._live.get(gk, []):
+            assert e.template is not None
+            nt = st.apply(e.key, e.template)
+            if nt == e.template:
+                keep.append(e)
+            else:
+                folded.append((e, nt))
+        for e, nt in folded:
+            pid = pattern_id(kf, e.key, nt)
+            g = self.table.get(pid)
+            if g is None:
+                # Beyond max_patterns too: a general pattern only ever replaces several.
+                g = PatternState(pid, e.key, nt, 0, e.first_seen, e.last_seen, e.example)
+                self.table[pid] = g
+                keep.append(g)
+            g.count += e.count
+            g.absorbed += e.count
+            g.first_seen = min(g.first_seen, e.first_seen)
+            g.last_seen = max(g.last_seen, e.last_seen)
+            e.absorbed_into = pid
+            self.dirty.add(e)
+            self.dirty.add(g)
+        self._live[gk] = keep
+        # Cached lookups may name a folded entry.
+        self._fast.clear()
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
@@ -212,11 +302,7 @@ class PatternCounter:
             tpl, shape, shared = ex.text_template(text)
         else:
             tpl, text = ex.template(raw_tpl)
-        pid = pattern_id(ex.key_fields, key, tpl)
-        p = self.table.get(pid)
-        if p is None and len(self.table) < self.max_patterns:
-            p = PatternState(pid, key, tpl, 0, now, now, text[:EXAMPLE_MAX_CHARS])
-            self.table[pid] = p
+        p = self._entry(key, tpl, text, now)
         if not plain_key:
             return p
         fast = self._fast
@@ -309,8 +395,11 @@ class PatternCounter:
                     tally[self._lookup(k, m, now) if p is MISS else p] += 1
         overflow = tally.pop(None, 0)
         dirty_add = self.dirty.add
+        table = self.table
         for p, n in tally.items():
             assert isinstance(p, PatternState)
+            while p.absorbed_into is not None:  # folded by a lookup later in this block
+                p = table[p.absorbed_into]
             p.count += n
             p.last_seen = now
             dirty_add(p)

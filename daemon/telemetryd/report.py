@@ -39,7 +39,17 @@ def named(obj: Any) -> Any:
 
 
 def patterns_document(state: State, key_fields: Sequence[str], top: int | None = None) -> dict[str, Any]:
-    ps = sorted(state.patterns.values(), key=lambda p: (-p.count, p.id))
+    # Patterns folded into a more general one are listed under it ("absorbed"), not on their own: the
+    # general pattern's count already includes theirs (docs/patterns.md).
+    absorbed: dict[str, list[str]] = {}
+    for p in state.patterns.values():
+        final = p
+        while final.absorbed_into is not None and final.absorbed_into in state.patterns:
+            final = state.patterns[final.absorbed_into]
+        if final is not p:
+            absorbed.setdefault(final.id, []).append(p.id)
+    live = (p for p in state.patterns.values() if p.absorbed_into is None)
+    ps = sorted(live, key=lambda p: (-p.count, p.id))
     if top is not None:
         ps = ps[:top]
     return {
@@ -55,6 +65,8 @@ def patterns_document(state: State, key_fields: Sequence[str], top: int | None =
                 "first_seen": iso(p.first_seen),
                 "last_seen": iso(p.last_seen),
                 "example": p.example,
+                "absorbed": sorted(absorbed.get(p.id, [])),
+                "absorbed_count": p.absorbed,
             }
             for p in ps
         ],
@@ -132,7 +144,7 @@ def status_document(state: State, state_dir: str, now: float | None = None) -> d
         "lines_skipped_total": sum(state.totals.skipped.values()),
         "lines_skipped": dict(sorted(state.totals.skipped.items())),
         "overflow_count": state.totals.overflow,
-        "patterns": len(state.patterns),
+        "patterns": sum(1 for p in state.patterns.values() if p.absorbed_into is None),
         "generation": state.generation,
         "seq": state.seq,
         "files": files,
