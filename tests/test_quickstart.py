@@ -10,7 +10,9 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,48 @@ def test_the_readme_quick_start_in_a_fresh_clone(tmp_path: Path) -> None:
     )
     doc = json.loads(status.stdout)
     assert doc["daemon"]["running"] is False and doc["events_total"] >= totals[0]
+    check_the_unbounded_demo(clone, {k: v for k, v in env.items() if k != "DEMO_SECONDS"})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return b"telemetryd" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def check_the_unbounded_demo(clone: Path, env: dict[str, str]) -> None:
+    """What a user gets by default: make demo returns with the daemon running, demo-watch shows it live
+    until Ctrl-C, demo-stop ends it cleanly."""
+    pid = 0
+    try:
+        r = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        m = re.search(r"The daemon keeps running \(pid (\d+)\)", r.stdout)
+        assert m and "make demo-stop" in r.stdout and "make demo-watch" in r.stdout, r.stdout
+        pid = int(m.group(1))
+        assert _alive(pid), "make demo returned but the daemon is not running"
+        # demo-watch as in a terminal: its own process group, Ctrl-C = SIGINT to the whole group.
+        watch = subprocess.Popen(
+            ["make", "demo-watch"], cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        assert watch.stdout is not None
+        seen = b""
+        deadline = time.monotonic() + 60
+        while seen.count(b"telemetryd_events_total") < 2 and time.monotonic() < deadline:
+            line = watch.stdout.readline()
+            if not line:
+                break
+            seen += line
+        assert seen.count(b"telemetryd_events_total") >= 2, seen.decode(errors="replace")
+        os.killpg(watch.pid, signal.SIGINT)
+        seen += watch.communicate(timeout=30)[0]
+        assert b"Traceback" not in seen, seen.decode(errors="replace")
+        assert _alive(pid), "Ctrl-C in demo-watch stopped the daemon"
+    finally:
+        stop = subprocess.run(["make", "demo-stop"], cwd=clone, env=env, capture_output=True, text=True)
+    assert f"stopped the demo daemon (pid {pid})" in stop.stdout, stop.stdout + stop.stderr
+    assert not _alive(pid)
+    # SIGTERM: the daemon wrote its final checkpoint and said so.
+    assert '"event": "stopped"' in (clone / "demo" / "telemetryd.log").read_text()
