@@ -7,13 +7,14 @@ import fcntl
 import json
 import os
 import re
+import subprocess
 import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from conftest import Daemon, cli, cli_json, wait_for, write_config
+from conftest import BIN, Daemon, cli, cli_json, wait_for, write_config
 from telemetryd.cli import _parser
 from telemetryd.config import Config, iter_keys
 
@@ -307,3 +308,17 @@ def test_an_unreadable_journal_is_one_line_not_a_traceback(
     r = cli(*cmd, "--config", str(cfg), "--state-dir", str(state), check=False)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("telemetryd: ") and journal.name in r.stderr
+
+
+def test_output_into_a_closed_pipe_is_not_an_error(tmp_path: Path) -> None:
+    # `telemetryd extract big.jsonl | head -1`: more output than a pipe holds, reader gone after a line.
+    src = tmp_path / "big.jsonl"
+    src.write_text("".join(f'{{"event_type": "e{i}", "message": "n {i}"}}\n' for i in range(20000)))
+    proc = subprocess.Popen(
+        [BIN, "extract", str(src)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"LINE\tID")
+    proc.stdout.close()
+    assert proc.wait(60) == 0
+    assert proc.stderr.read() == b""

@@ -373,13 +373,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"telemetryd: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader went away (`| head`): not an error. stdout now points at /dev/null, so the flush
+        # at exit does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as e:
         # A state dir or journal that cannot be read (missing, a directory where a file belongs, EACCES):
         # one line naming it, not a traceback.
         print(f"telemetryd: {e}", file=sys.stderr)
         return EXIT_FAILURE
-    except BrokenPipeError:
-        return EXIT_OK
 
 
 if __name__ == "__main__":
