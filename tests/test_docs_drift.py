@@ -22,7 +22,8 @@ from conftest import Daemon, cli, cli_json, free_port, wait_for, write_config
 from telemetryd.cli import _parser
 from telemetryd.config import Config, MaskRule, iter_keys
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 CONTRACT = DOCS / "contract.md"
 CONFIGURATION = DOCS / "configuration.md"
 GLOBAL_OPTIONS = {"--config", "--state-dir"}
@@ -253,3 +254,16 @@ def test_every_exported_metric_is_in_the_contract(tmp_path: Path, daemons: Calla
             problems.append(f"{name}: exported as a {kind}, documented otherwise in docs/contract.md")
     assert not problems, "\n".join(problems)
     assert "telemetryd_events_total" in families, "the scrape holds no telemetryd metric at all"
+
+
+# --- modules --------------------------------------------------------------------------------------
+
+
+def test_every_module_is_in_the_readme_layout() -> None:
+    layout = section(ROOT / "README.md", "Layout")
+    modules = sorted(p.stem for p in (ROOT / "daemon" / "telemetryd").glob("*.py") if p.stem != "__init__")
+    missing = [m for m in modules if f"`{m}`" not in layout]
+    assert not missing, (
+        f"modules not in README.md's Layout section: {missing}. Add each as `name` (what it does) "
+        "to the group of the data flow it belongs to."
+    )
