@@ -8,13 +8,20 @@ TEST_DEPS :=
 
 .PHONY: venv test lint typecheck unit demo demo-watch demo-stop clean bench bench-quick bench-patterns chaos
 
-$(VENV)/.installed: pyproject.toml scripts/ensure-system-deps.sh
-	@echo "== installing telemetryd and its dependencies into $(VENV) (first run only; about 30 s)"
+# Two steps: the runtime (what `make demo` needs, a few seconds), then the dev tools for the tests
+# (mypy, ruff, pytest, hypothesis: most of the install time).
+$(VENV)/.runtime: pyproject.toml scripts/ensure-system-deps.sh
+	@echo "== installing telemetryd into $(VENV) (first run only)"
 	./scripts/ensure-system-deps.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,systemd]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[systemd]'
 	touch $@
 	@echo "== installed: $(BIN)/telemetryd"
+
+$(VENV)/.installed: $(VENV)/.runtime
+	@echo "== installing the test tools into $(VENV)"
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,systemd]'
+	touch $@
 
 venv: $(VENV)/.installed
 
@@ -37,10 +44,10 @@ clean: demo-stop
 
 # The daemon and a writer keep running after `make demo` (scripts/demo.py says how to stop them);
 # DEMO_SECONDS=N makes it refresh the view for N seconds and stop both.
-demo: venv
+demo: $(VENV)/.runtime
 	$(BIN)/python scripts/demo.py start
 
-demo-watch: venv
+demo-watch: $(VENV)/.runtime
 	$(BIN)/python scripts/demo.py watch
 
 # Plain python3: stopping needs only the standard library, and must work after the venv is gone.
