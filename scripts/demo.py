@@ -71,12 +71,13 @@ def _listen() -> str:
 
 
 def _ours(pid: int) -> bool:
-    """The pid still runs one of our demo processes (pids are reused; never signal a stranger)."""
+    """The pid still runs one of this demo's processes (pids are reused, and other telemetryd daemons
+    may run on this machine: never signal a stranger). Both name a path under this demo/ directory."""
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"telemetryd" in cmd or b"sample_events.py" in cmd
+    return (b"telemetryd" in cmd or b"sample_events.py" in cmd) and str(DEMO).encode() in cmd
 
 
 def stop(quiet: bool = False) -> None:
