@@ -27,9 +27,10 @@ import msgspec
 from . import checkpoint as ck
 from .config import Config, ConfigError, Overrides, load_config, parse_listen
 from .events import TOO_LONG
+from .listener import Health, HttpServer, make_app
 from .lock import LockHeld, StateLock
 from .logs import configure as configure_logging
-from .metrics import Health, HttpServer, Metrics, Stats, make_app
+from .metrics import Metrics, Stats
 from .notify import Notifier, format_status
 from .patterns import Extractor, PatternCounter
 from .reader import TailedFile
@@ -158,7 +159,7 @@ class Daemon:
         listen = parse_listen(self.cfg.metrics.listen)
         if listen is not None and not self.once:
             try:
-                self.http = HttpServer(listen[0], listen[1], make_app(self.metrics, self.health))
+                self.http = HttpServer(listen[0], listen[1], make_app(self.metrics.registry, self.health))
             except OSError as e:
                 self.log.error(
                     "metrics_listen_failed",
