@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from . import __version__
+from . import __version__, webconfig
 from . import checkpoint as ck
 from .config import Config, ConfigError, Overrides, load_config
 from .daemon import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Daemon
@@ -231,6 +231,11 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args)
+    if cfg.metrics.web_config:
+        try:
+            webconfig.load(cfg.metrics.web_config)
+        except webconfig.WebConfigError as e:
+            raise ConfigError(f"{args.config}: key metrics.web_config: {e}") from None
     print(f"ok: {args.config or '(defaults)'}")
     print(json.dumps(msgspec.to_builtins(cfg), indent=2))
     return EXIT_OK
