@@ -177,7 +177,15 @@ def bind_unix(sock: socket.socket, path: str, mode: int, gid: int) -> None:
     try:
         os.chmod(tmp, mode)
         if gid != -1:
-            os.chown(tmp, -1, gid)
+            try:
+                os.chown(tmp, -1, gid)
+            except OSError as e:
+                # EINVAL under the unit's PrivateUsers=yes: other groups do not exist in its namespace.
+                raise OSError(
+                    e.errno,
+                    f"cannot give {path} to group {gid} ({e.strerror}): the daemon must be in that group "
+                    "(SupplementaryGroups=) and, under systemd, run with PrivateUsers=no",
+                ) from e
         os.rename(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):
