@@ -465,3 +465,42 @@ def test_check_config_accepts_a_good_web_config(tmp_path: Path, pki: dict[str, A
     cfg = write(tmp_path / "t.toml", f'[metrics]\nweb_config = "{w}"\nlisten = "unix:/run/t/m.sock"\n')
     r = cli("check-config", "--config", str(cfg))
     assert r.stdout.startswith("ok:")
+
+
+def test_certificate_renewal_is_picked_up_without_a_restart(
+    tmp_path: Path, daemons: Callable[..., Any], pki: dict[str, Any]
+) -> None:
+    server: Issued = pki["server"]
+    web = write(
+        tmp_path / "web.yml", f"tls_server_config:\n  cert_file: {server.cert}\n  key_file: {server.key}\n"
+    )
+    port = free_port()
+    d, _ = start(tmp_path, daemons, f"127.0.0.1:{port}", f'web_config = "{web}"')
+    old_ctx = client_ctx(pki["ca"])
+    assert https(port, old_ctx, "/healthz")[0] == 200
+
+    # Renewal by a new CA, written the way certbot-like tools do: new files renamed over the old ones.
+    new_ca = CA(pki["dir"], "renewed-ca")
+    renewed = new_ca.issue("renewed", server=True)
+    for src, dst in ((renewed.key, server.key), (renewed.cert, server.cert)):
+        src.rename(dst)
+    new_ctx = client_ctx(new_ca)
+
+    def serves_new() -> bool:
+        try:
+            return https(port, new_ctx, "/healthz")[0] == 200
+        except ssl.SSLError:
+            return False
+
+    wait_for(serves_new, what="the renewed certificate served")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        https(port, old_ctx, "/healthz")
+
+    # A broken change is reported and the certificate in force stays.
+    server.cert.write_text("not a certificate\n")
+    assert https(port, new_ctx, "/healthz")[0] == 200
+    wait_for(
+        lambda: "web_config" in d.log() and "tls_server_config.cert_file" in d.log(), what="error logged"
+    )
+    assert https(port, new_ctx, "/healthz")[0] == 200
+    assert d.stop() == 0
