@@ -6,13 +6,15 @@ SHARED ?= ../shared
 # Fragments in mk/ add their own targets and append to TEST_DEPS (things tests need installed first).
 TEST_DEPS :=
 
-.PHONY: venv test lint typecheck unit demo clean bench bench-quick bench-patterns chaos
+.PHONY: venv test lint typecheck unit demo demo-watch demo-stop clean bench bench-quick bench-patterns chaos
 
 $(VENV)/.installed: pyproject.toml scripts/ensure-system-deps.sh
+	@echo "== installing telemetryd and its dependencies into $(VENV) (first run only; about 30 s)"
 	./scripts/ensure-system-deps.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,systemd]'
 	touch $@
+	@echo "== installed: $(BIN)/telemetryd"
 
 venv: $(VENV)/.installed
 
@@ -30,11 +32,20 @@ unit: venv $(TEST_DEPS)
 
 test: lint typecheck unit
 
-clean:
+clean: demo-stop
 	rm -rf $(VENV) demo .build bench/out
 
+# The daemon and a writer keep running after `make demo` (scripts/demo.py says how to stop them);
+# DEMO_SECONDS=N makes it refresh the view for N seconds and stop both.
 demo: venv
-	./scripts/demo.sh
+	$(BIN)/python scripts/demo.py start
+
+demo-watch: venv
+	$(BIN)/python scripts/demo.py watch
+
+# Plain python3: stopping needs only the standard library, and must work after the venv is gone.
+demo-stop:
+	@$(PY) scripts/demo.py stop
 
 # Benchmarks print their figures; copy them into docs/benchmarks.md with the date and machine.
 bench-patterns: venv

@@ -21,7 +21,7 @@ install: install-venv install-unit install-config install-docs
 
 install-venv:
 	test -x $(PREFIX)/bin/python || $(INSTALL_PY) -m venv $(PREFIX)
-	$(PREFIX)/bin/pip install -q --disable-pip-version-check --upgrade .
+	$(PREFIX)/bin/pip install -q --disable-pip-version-check --upgrade '.[systemd]'
 	$(PREFIX)/bin/telemetryd --help >/dev/null
 
 # Always replaced: local changes belong in drop-ins (systemctl edit telemetryd).

@@ -16,7 +16,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from notify_listener import NotifyListener
+from telemetryd import notify
 from telemetryd.notify import Notifier, format_status
+
+
+@pytest.fixture(scope="module", autouse=True, params=["systemd-python", "datagram"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs against both senders: systemd-python's sd_notify and the pure datagram
+    used when systemd-python is not installed. Both send to the same real socket."""
+    saved = notify._notify
+    if request.param == "datagram":
+        notify._notify = notify.datagram_notify
+    else:
+        from systemd import daemon as sd_daemon
+
+        notify._notify = sd_daemon.notify
+    try:
+        yield request.param
+    finally:
+        notify._notify = saved
 
 
 class FakeClock:
@@ -363,3 +381,14 @@ def test_a_send_interrupted_by_a_signal_is_retried(monkeypatch: pytest.MonkeyPat
         shutil.rmtree(directory, ignore_errors=True)
     assert received[-1] == b"STATUS=after the interruption"
     assert set(received[:-1]) == {b"FILLER=1"}
+
+
+def test_abstract_socket_address(monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    # "@name" is a socket in the abstract namespace (systemd uses it for user managers in containers).
+    name = f"telemetryd-test-{os.getpid()}-{time.monotonic_ns()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind("\0" + name)
+        receiver.settimeout(5)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        Notifier(environ={}).ready("abstract")
+        assert receiver.recv(4096) == b"READY=1\nSTATUS=abstract"

@@ -15,47 +15,122 @@ import msgspec
 from . import __version__, webconfig
 from . import checkpoint as ck
 from .config import Config, ConfigError, Overrides, load_config
-from .daemon import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Daemon
+from .daemon import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, Daemon
 from .events import DECODE_ERRORS, INVALID_UTF8, TOO_LONG, skip_reason
 from .logs import configure, get_logger
 from .patterns import Extractor
-from .report import iso, patterns_document, status_document
+from .report import age, checkpoint_document, iso, patterns_document, shorten, status_document, table
+
+# Text output only (--json has the whole example). The template, the last column, is never cut.
+EXAMPLE_WIDTH = 40
+
+
+EXIT_CODES = (
+    (EXIT_OK, "ok"),
+    (EXIT_FAILURE, "runtime failure (unusable checkpoint, unreadable file, ...)"),
+    (EXIT_USAGE, "usage or config error"),
+    (EXIT_LOCKED, "another telemetryd holds the state dir"),
+)
+DEFAULTS = Config()
+DESCRIPTION = (
+    "Tails JSONL telemetry files, counts events per pattern exactly once across crashes, "
+    "exports its health to Prometheus."
+)
+
+
+def _epilog() -> str:
+    codes = "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES)
+    return (
+        "global options (--config, --state-dir) may come before or after the command.\n"
+        "config: none by default (built-in defaults, every key optional); the systemd unit passes\n"
+        "  --config /etc/telemetryd/telemetryd.toml.\n"
+        f"state dir: checkpoint.state_dir, default {DEFAULTS.checkpoint.state_dir}.\n"
+        "exit codes:\n"
+        f"{codes}\n"
+        "docs: docs/contract.md (CLI, JSON outputs, metrics), docs/configuration.md (config keys)."
+    )
+
+
+def _add_global(p: argparse.ArgumentParser, top: bool) -> None:
+    # Given on the top parser and on every subcommand, so `telemetryd --state-dir X status` and
+    # `telemetryd status --state-dir X` mean the same. Below the top, SUPPRESS keeps a subcommand's
+    # unset option from overwriting a value given before the command name.
+    default = None if top else argparse.SUPPRESS
+    g = p.add_argument_group("global options")
+    g.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default,
+        help="TOML config file; every key optional (default: none, built-in defaults)",
+    )
+    g.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        default=default,
+        help=f"overrides checkpoint.state_dir (default {DEFAULTS.checkpoint.state_dir})",
+    )
+
+
+def _json_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--json", action="store_true", help=f"{what} as one JSON document (docs/contract.md)")
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="TOML config file (every key optional)")
-    common.add_argument("--state-dir", metavar="DIR", help="overrides checkpoint.state_dir")
-    p = argparse.ArgumentParser(prog="telemetryd", description=__doc__)
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="telemetryd", description=DESCRIPTION, epilog=_epilog(), formatter_class=fmt
+    )
     p.add_argument("--version", action="version", version=f"telemetryd {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_global(p, top=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
 
-    run = sub.add_parser("run", parents=[common], help="the daemon")
-    run.add_argument("--path", action="append", default=[], metavar="GLOB", help="add a source glob")
-    run.add_argument("--once", action="store_true", help="read what the files hold now, checkpoint, exit")
-    run.add_argument("--metrics-listen", metavar="HOST:PORT", help='overrides metrics.listen ("" = off)')
+    def command(name: str, text: str, parent: Any = sub) -> argparse.ArgumentParser:
+        c: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text, formatter_class=fmt)
+        _add_global(c, top=False)
+        return c
 
-    st = sub.add_parser("status", parents=[common], help="offsets and lag from the last checkpoint")
-    st.add_argument("--json", action="store_true")
+    run = command("run", "the daemon: tail the sources, count patterns, checkpoint, serve metrics")
+    run.add_argument(
+        "--path", action="append", default=[], metavar="GLOB", help="add a source glob (repeatable)"
+    )
+    run.add_argument(
+        "--once", action="store_true", help="read what the files hold now, write a final checkpoint, exit 0"
+    )
+    run.add_argument(
+        "--metrics-listen", metavar="HOST:PORT", help='overrides metrics.listen ("" turns HTTP off)'
+    )
 
-    pt = sub.add_parser("patterns", parents=[common], help="the pattern table from the last checkpoint")
-    pt.add_argument("--top", type=int, metavar="N")
-    pt.add_argument("--json", action="store_true")
+    st = command(
+        "status", "checkpoint age, whether a daemon runs, offsets and lag per file (no daemon needed)"
+    )
+    _json_flag(st, "the status")
 
-    ex = sub.add_parser("extract", parents=[common], help="the pattern of each input line; touches no state")
-    ex.add_argument("files", nargs="+", metavar="FILE", help="'-' for stdin")
-    ex.add_argument("--json", action="store_true")
+    pt = command("patterns", "the pattern table from the last checkpoint, by count")
+    pt.add_argument("--top", type=_positive, metavar="N", help="only the N most frequent patterns (N >= 1)")
+    _json_flag(pt, "the table")
 
-    cp = sub.add_parser("checkpoint", help="inspect the checkpoint")
-    cps = cp.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, text in (
-        ("show", "dump the checkpoint as JSON"),
-        ("verify", "exit non-zero if it is unusable"),
-    ):
-        a = cps.add_parser(name, parents=[common], help=text)
-        a.add_argument("--json", action="store_true")
+    ex = command("extract", "the pattern of each input line, or why it would be skipped; touches no state")
+    ex.add_argument("files", nargs="+", metavar="FILE", help="JSONL file to read; '-' for stdin")
+    _json_flag(ex, "one JSON object per line")
 
-    sub.add_parser("check-config", parents=[common], help="validate a config file")
+    cp = command("checkpoint", "inspect the last checkpoint")
+    cps = cp.add_subparsers(dest="action", required=True, metavar="ACTION", title="actions")
+    show = command("show", "print the committed state with named fields (JSON)", cps)
+    show.add_argument("--json", action="store_true", help="compact, on one line (default: indented)")
+    verify = command("verify", "check that the checkpoint is usable; exit 1 if not", cps)
+    _json_flag(verify, "the verdict")
+
+    command("check-config", "validate a config file and print the effective config")
     return p
 
 
@@ -101,14 +176,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    rec = _state(_load(args))
-    doc = status_document(rec.state)
+    cfg = _load(args)
+    rec = _state(cfg)
+    doc = status_document(rec.state, cfg.checkpoint.state_dir)
     if args.json:
         _out(doc)
         return EXIT_OK
-    print(
-        f"checkpoint: {doc['checkpoint_time'] or 'none'} (generation {doc['generation']}, seq {doc['seq']})"
-    )
+    when = doc["checkpoint_time"]
+    ago = f", {age(doc['checkpoint_age_seconds'])} ago" if when else ""
+    print(f"state dir:  {cfg.checkpoint.state_dir}")
+    running, pid = doc["daemon"]["running"], doc["daemon"]["pid"]
+    if running:
+        print(f"daemon:     running (pid {pid})")
+    elif running is None:
+        print("daemon:     unknown (cannot read /proc/locks)")
+    else:
+        print("daemon:     not running" + (f" (last pid {pid})" if pid else ""))
+    print(f"checkpoint: {when or 'none'}{ago} (generation {doc['generation']}, seq {doc['seq']})")
     print(
         f"events:     {doc['events_total']} counted, {doc['lines_skipped_total']} lines skipped, "
         f"{doc['patterns']} patterns, {doc['overflow_count']} in overflow"
@@ -116,10 +200,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     for reason, n in doc["lines_skipped"].items():
         print(f"  skipped {reason}: {n}")
     print(f"files:      {len(doc['files'])}")
-    for f in doc["files"]:
-        size = "gone" if f["size"] is None else str(f["size"])
-        print(f"  {f['path']}  offset={f['offset']} size={size} lag={f['lag_bytes']}")
+    if doc["files"]:
+        rows = [
+            [
+                str(f["offset"]),
+                "gone" if f["size"] is None else str(f["size"]),
+                str(f["lag_bytes"]),
+                f["path"],
+            ]
+            for f in doc["files"]
+        ]
+        for line in table(["OFFSET", "SIZE", "LAG_BYTES", "PATH"], rows, right=(0, 1, 2)):
+            print("  " + line)
     return EXIT_OK
+
+
+def _key_text(v: str | None) -> str:
+    # A missing field is JSON null; in a table it is '-', never Python's `None`.
+    return "-" if v is None else v
 
 
 def cmd_patterns(args: argparse.Namespace) -> int:
@@ -131,13 +229,27 @@ def cmd_patterns(args: argparse.Namespace) -> int:
     if args.json:
         _out(doc)
         return EXIT_OK
+    shown = len(doc["patterns"])
     print(
-        f"{doc['events_total']} events, {len(rec.state.patterns)} patterns, "
-        f"{doc['overflow_count']} in overflow (checkpoint {doc['checkpoint_time'] or 'none'})"
+        f"{doc['events_total']} events, {len(rec.state.patterns)} patterns"
+        + (f" (top {shown} shown)" if shown < len(rec.state.patterns) else "")
+        + f", {doc['overflow_count']} in overflow (checkpoint {doc['checkpoint_time'] or 'none'})"
     )
-    for p in doc["patterns"]:
-        key = " ".join(f"{k}={v}" for k, v in p["key"].items())
-        print(f"{p['count']:>12}  {p['id']}  {key}  {p['template'] if p['template'] is not None else ''}")
+    if not doc["patterns"]:
+        return EXIT_OK
+    header = ["COUNT", "LAST_SEEN", "ID", *(f.upper() for f in key_fields), "EXAMPLE", "TEMPLATE"]
+    rows = [
+        [
+            str(p["count"]),
+            p["last_seen"] or "-",
+            p["id"],
+            *(_key_text(p["key"].get(f)) for f in key_fields),
+            shorten(p["example"], EXAMPLE_WIDTH),
+            _key_text(p["template"]),
+        ]
+        for p in doc["patterns"]
+    ]
+    print("\n".join(table(header, rows, right=(0,))))
     return EXIT_OK
 
 
@@ -183,7 +295,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
                 elif "skipped" in r:
                     out.write(f"{n}\tskipped:{r['skipped']}\n")
                 else:
-                    key = " ".join(f"{k}={v}" for k, v in r["key"].items())
+                    key = " ".join(f"{k}={_key_text(v)}" for k, v in r["key"].items())
                     out.write(f"{n}\t{r['id']}\t{key}\t{r['template']}\n")
     return EXIT_OK
 
@@ -193,18 +305,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     rec = _state(cfg)
     s = rec.state
     if args.action == "show":
-        doc = {
-            "outcome": rec.outcome,
-            "notes": rec.notes,
-            "generation": s.generation,
-            "seq": s.seq,
-            "checkpoint_time": iso(s.time),
-            "settings": msgspec.to_builtins(s.settings),
-            "totals": msgspec.to_builtins(s.totals),
-            "files": msgspec.to_builtins(list(s.files.values())),
-            "patterns": msgspec.to_builtins(list(s.patterns.values())),
-            "state_files": list(ck.iter_state_files(cfg.checkpoint.state_dir)),
-        }
+        doc = checkpoint_document(rec, list(ck.iter_state_files(cfg.checkpoint.state_dir)))
         _out(doc) if args.json else print(json.dumps(doc, indent=2, ensure_ascii=False))
         return EXIT_OK
     usable = rec.outcome in ("clean", "fallback")
@@ -258,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"telemetryd: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except FileNotFoundError as e:
+    except OSError as e:
+        # A state dir or journal that cannot be read (missing, a directory where a file belongs, EACCES):
+        # one line naming it, not a traceback.
         print(f"telemetryd: {e}", file=sys.stderr)
         return EXIT_FAILURE
     except BrokenPipeError:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
+import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -74,7 +77,26 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     log: LogConfig = msgspec.field(default_factory=LogConfig)
 
 
+# Upper bounds that keep a value usable: a line buffer the reader can allocate, a timer the OS can
+# represent. Beyond them the daemon would die later (MemoryError, OverflowError) instead of now.
+MAX_LINE_BYTES_LIMIT = 1 << 28
+MAX_SECONDS = 86400.0
+
 _PATH_RE = re.compile(r" - at `\$\.?([^`]*)`")
+
+
+def _field_type(path: str) -> Any:
+    """The annotated type of a dotted key such as `sources.start_at` or `patterns.masks[0].regex`."""
+    t: Any = Config
+    for part in path.split("."):
+        name = re.sub(r"\[\d+\]$", "", part)
+        if not (isinstance(t, type) and issubclass(t, msgspec.Struct)):
+            return None
+        t = typing.get_type_hints(t).get(name)
+        for _ in re.findall(r"\[\d+\]", part):
+            args = typing.get_args(t)
+            t = args[0] if args else None
+    return t
 
 
 def _humanize(err: str) -> str:
@@ -82,8 +104,33 @@ def _humanize(err: str) -> str:
     m = _PATH_RE.search(err)
     if not m:
         return err
-    key = re.sub(r"\[(\d+)\]", r"[\1]", m.group(1)) or "(top level)"
-    return f"key {key}: {err[: m.start()]}"
+    key = m.group(1) or "(top level)"
+    msg = err[: m.start()]
+    t = _field_type(key)
+    if typing.get_origin(t) is Literal:
+        allowed = " | ".join(f'"{v}"' for v in typing.get_args(t))
+        msg = f"{msg}; allowed values: {allowed}"
+    return f"key {key}: {msg}"
+
+
+def iter_keys(t: type[msgspec.Struct] = Config, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every config key as (dotted name, annotated type), leaves only; tables are walked into."""
+    for name, ft in typing.get_type_hints(t).items():
+        key = f"{prefix}{name}"
+        if isinstance(ft, type) and issubclass(ft, msgspec.Struct):
+            yield from iter_keys(ft, key + ".")
+        else:
+            yield key, ft
+
+
+def _values(obj: msgspec.Struct, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name in obj.__struct_fields__:
+        v = getattr(obj, name)
+        key = f"{prefix}{name}"
+        if isinstance(v, msgspec.Struct):
+            yield from _values(v, key + ".")
+        else:
+            yield key, v
 
 
 @dataclass(frozen=True)
@@ -95,7 +142,14 @@ class Overrides:
 
 def parse_config(data: bytes, origin: str = "<config>") -> Config:
     try:
-        cfg = msgspec.toml.decode(data, type=Config)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            f"{origin}: line {line}: not UTF-8 (byte {data[e.start]:#04x} at offset {e.start})"
+        ) from None
+    try:
+        cfg = msgspec.toml.decode(text, type=Config)
     except msgspec.ValidationError as e:
         raise ConfigError(f"{origin}: {_humanize(str(e))}") from None
     except msgspec.DecodeError as e:
@@ -145,13 +199,21 @@ def validate(cfg: Config, origin: str) -> None:
     def bad(key: str, msg: str) -> ConfigError:
         return ConfigError(f"{origin}: key {key}: {msg}")
 
+    # Every float key at once, so a key added later cannot forget it: nan compares false with every
+    # bound below and would slip through them, inf would make a timer that never fires.
+    for key, v in _values(cfg):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise bad(key, f"must be a finite number, got {v}")
+        if key.endswith("_seconds") and v > MAX_SECONDS:
+            raise bad(key, f"must be <= {MAX_SECONDS:g} (one day)")
     s, p, c = cfg.sources, cfg.patterns, cfg.checkpoint
     if s.rescan_seconds <= 0:
         raise bad("sources.rescan_seconds", "must be > 0")
     if s.poll_seconds <= 0:
         raise bad("sources.poll_seconds", "must be > 0")
-    if s.max_line_bytes < 16:
-        raise bad("sources.max_line_bytes", "must be >= 16")
+    if not 16 <= s.max_line_bytes <= MAX_LINE_BYTES_LIMIT:
+        # The reader asks for max_line_bytes + 1 bytes at once to find a line's end.
+        raise bad("sources.max_line_bytes", f"must be between 16 and {MAX_LINE_BYTES_LIMIT} (256 MiB)")
     if s.max_open_files < 8:
         raise bad("sources.max_open_files", "must be >= 8")
     if s.rotate_wait_seconds < 0:

@@ -45,6 +45,7 @@ class JournalRenderer:
 
 def configure(fmt: str = "auto", level: str = "info") -> str:
     fmt = resolve_format(fmt)
+    wanted = fmt
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -66,6 +67,14 @@ def configure(fmt: str = "auto", level: str = "info") -> str:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    if wanted != fmt:
+        # systemd-python is an extra (README.md, "Without libsystemd"); under systemd the JSON lines
+        # still reach the journal through stderr, as plain messages without journal fields.
+        get_logger().warning(
+            "journal_logging_unavailable",
+            using=fmt,
+            hint="install systemd-python (pip install 'telemetryd[systemd]') for journal fields",
+        )
     return fmt
 
 

@@ -7,29 +7,63 @@ would keep pinging while the loop is stuck.
 Everything here is best effort: a notification that cannot be delivered is logged and forgotten,
 because a daemon that dies for want of a status line would be worse than one without it.
 
-Where the messages go: ``systemd.daemon.notify`` (sd_notify) reads ``$NOTIFY_SOCKET`` from the
-process environment itself, so ``enabled`` follows the process environment too. The ``environ``
+Where the messages go: sd_notify reads ``$NOTIFY_SOCKET`` from the process environment itself, so
+``enabled`` follows the process environment too. The ``environ``
 argument of :class:`Notifier` is only where ``WATCHDOG_USEC``/``WATCHDOG_PID`` are read from (tests
 pass their own); it cannot redirect the messages.
+
+Two senders, one protocol: ``systemd.daemon.notify`` from systemd-python when it is installed (the
+``systemd`` extra), else ``datagram_notify`` below. systemd-python needs libsystemd's headers to
+build, and sd_notify is only a datagram on a unix socket, so a machine without them still gets
+READY/STATUS/WATCHDOG/STOPPING (README.md, "Without libsystemd").
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
-from systemd import daemon as _sd_daemon
 
-__all__ = ["Notifier", "format_status"]
+__all__ = ["BACKEND", "Notifier", "datagram_notify", "format_status"]
 
 _log: Any = structlog.get_logger(__name__)
 
 # How often maybe_status() refreshes STATUS=; `systemctl status` is read by people, not scrapers.
 DEFAULT_STATUS_EVERY = 5.0
 _EINTR_RETRIES = 10
+
+
+def datagram_notify(message: str) -> None:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET (a path, or @name: abstract).
+
+    Blocks while the manager's queue is full, as sd_notify does; Python retries a send that a signal
+    interrupts (PEP 475). Errors are raised for Notifier._send to log.
+    """
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    elif not address.startswith("/"):
+        # vsock: addresses (VMs) need libsystemd; say so rather than send nowhere.
+        raise OSError(f"unsupported NOTIFY_SOCKET {address!r} (install the systemd extra)")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        s.sendto(message.encode(), address)
+
+
+_notify: Callable[[str], Any]
+try:
+    from systemd import daemon as _sd_daemon
+except ImportError:
+    BACKEND = "datagram"
+    _notify = datagram_notify
+else:
+    BACKEND = "systemd-python"
+    _notify = _sd_daemon.notify
 
 
 def _monotonic_usec() -> int:
@@ -109,7 +143,7 @@ class Notifier:
         try:
             for _attempt in range(_EINTR_RETRIES):
                 try:
-                    _sd_daemon.notify(message)
+                    _notify(message)
                     break
                 except InterruptedError:
                     # sd_notify blocks while the manager's queue is full, and a signal (SIGHUP,
