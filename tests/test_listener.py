@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli, free_port, wait_for
+from conftest import cli, free_port, start_writer, wait_for
 from tlsutil import CA, Issued, bcrypt_hash
 
 # Raw log text a masked template hides: it must reach HTTP clients only when examples are turned on.
@@ -503,4 +503,48 @@ def test_certificate_renewal_is_picked_up_without_a_restart(
         lambda: "web_config" in d.log() and "tls_server_config.cert_file" in d.log(), what="error logged"
     )
     assert https(port, new_ctx, "/healthz")[0] == 200
+    assert d.stop() == 0
+
+
+def test_patterns_endpoint_is_consistent_while_the_daemon_checkpoints_and_compacts(
+    tmp_path: Path, daemons: Callable[..., Any]
+) -> None:
+    """A real writer appends while /patterns is read over and over; small journals make the daemon
+    compact and prune under the reader. Every answer is a committed state: 200, never more events
+    than were written, never fewer than an earlier answer, pattern counts summing to the total."""
+    src = tmp_path / "src"
+    src.mkdir()
+    port = free_port()
+    cfg = write(
+        tmp_path / "t.toml",
+        f'[sources]\npaths = ["{src}/*.jsonl"]\nrescan_seconds = 0.5\n[patterns]\nkey_fields = ["k"]\n'
+        f'[checkpoint]\nstate_dir = "{tmp_path / "st"}"\nevery_events = 50\nevery_seconds = 0.05\n'
+        f'compact_bytes = 4096\n[metrics]\nlisten = "127.0.0.1:{port}"\n[log]\nformat = "json"\n',
+    )
+    d = daemons("--config", str(cfg))
+    d.wait_ready()
+    total = 4000
+    writer = start_writer(src / "w.jsonl", total, rate=1000.0)
+
+    def patterns() -> dict[str, Any]:
+        status, _, body = request(http.client.HTTPConnection("127.0.0.1", port, timeout=30), "/patterns")
+        assert status == 200, body
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    seen = 0
+    answers = 0
+    while writer.poll() is None or seen < total:
+        doc = patterns()
+        answers += 1
+        n = doc["events_total"]
+        assert seen <= n <= total, (seen, n)
+        assert sum(p["count"] for p in doc["patterns"]) + doc["overflow_count"] == n
+        seen = n
+        assert answers < 100_000 and d.proc.poll() is None, d.log()
+    assert writer.wait(timeout=60) == 0
+    assert answers > 10
+    assert (
+        json.loads(cli("patterns", "--state-dir", str(tmp_path / "st"), "--json").stdout)["events_total"]
+        == total
+    )
     assert d.stop() == 0

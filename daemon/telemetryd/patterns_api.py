@@ -90,11 +90,18 @@ class PatternsReader:
         self._doc: dict[str, Any] | None = None
 
     def _stamp_now(self) -> object:
+        stamp = []
         try:
             with os.scandir(self.state_dir) as it:
-                return sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in it)
+                for e in it:
+                    try:
+                        st = e.stat()
+                    except FileNotFoundError:
+                        continue  # pruned by the daemon since the listing: not part of the state
+                    stamp.append((e.name, st.st_ino, st.st_size, st.st_mtime_ns))
         except OSError as e:
             raise StateUnavailable(f"cannot read the state dir: {e.strerror}") from None
+        return sorted(stamp)
 
     def _read(self) -> dict[str, Any]:
         notes: list[str] = []
