@@ -125,6 +125,7 @@ def test_tls_and_basic_auth_refuse_what_they_must_and_leak_nothing(
     status, headers, body = https(port, ctx, "/metrics", good)
     assert status == 200 and "telemetryd_events_total" in body
     assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Server"] == "telemetryd", "no Python version in the Server header"
     # Every path is behind auth (exporter-toolkit wraps the whole handler), health included.
     for path in ("/metrics", "/patterns", "/healthz", "/readyz", "/nope"):
         for hdrs in (

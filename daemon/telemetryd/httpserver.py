@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from .webconfig import WebConfig, WebConfigError, load, peer_san_allowed
 
@@ -75,8 +75,33 @@ def _stamps(files: tuple[str, ...]) -> tuple[tuple[int, int, int] | None, ...]:
     return tuple(out)
 
 
+class _ServerHandler(ServerHandler):
+    # No "Server: WSGIServer/0.2 CPython/3.11.x": a public listener need not tell its versions.
+    server_software = "telemetryd"
+
+
 class _Handler(WSGIRequestHandler):
     timeout = CLIENT_TIMEOUT
+    server_version, sys_version = "telemetryd", ""
+
+    def handle(self) -> None:
+        # WSGIRequestHandler.handle, with the ServerHandler above.
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = self.request_version = self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():
+            return
+        handler = _ServerHandler(
+            self.rfile,
+            self.wfile,  # type: ignore[arg-type]
+            self.get_stderr(),
+            self.get_environ(),
+            multithread=False,
+        )
+        handler.request_handler = self  # type: ignore[attr-defined]
+        handler.run(self.server.get_app())  # type: ignore[attr-defined]
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
