@@ -549,3 +549,21 @@ def test_patterns_endpoint_is_consistent_while_the_daemon_checkpoints_and_compac
         == total
     )
     assert d.stop() == 0
+
+
+def test_check_config_names_an_unknown_socket_group(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path / "t.toml",
+        '[metrics]\nlisten = "unix:/run/t/m.sock"\nsocket_group = "no-such-group-here"\n',
+    )
+    r = cli("check-config", "--config", str(cfg), check=False)
+    assert r.returncode == 2
+    assert "key metrics.socket_group: no group 'no-such-group-here'" in r.stderr, r.stderr
+    bad_mode = write(
+        tmp_path / "m.toml", '[metrics]\nlisten = "unix:/run/t/m.sock"\nsocket_mode = "rw-rw----"\n'
+    )
+    r = cli("check-config", "--config", str(bad_mode), check=False)
+    assert r.returncode == 2 and "key metrics.socket_mode" in r.stderr, r.stderr
+    relative = write(tmp_path / "r.toml", '[metrics]\nlisten = "unix:m.sock"\n')
+    r = cli("check-config", "--config", str(relative), check=False)
+    assert r.returncode == 2 and "key metrics.listen: expected unix:/ABSOLUTE/PATH" in r.stderr, r.stderr

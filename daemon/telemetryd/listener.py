@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from .config import Config, parse_listen
 from .httpserver import App, Environ, HttpServer, StartResponse, WebConfigSource, group_id
 from .patterns_api import BadQuery, PatternsReader, StateUnavailable, parse_query
-from .webconfig import Authenticator, WebConfigError
+from .webconfig import Authenticator, WebConfigError, load
 
 UNIX_PREFIX = "unix:"
 TEXT = ("Content-Type", "text/plain; charset=utf-8")
@@ -129,6 +129,24 @@ def listen_address(listen: str) -> tuple[str, int] | str | None:
     return parse_listen(listen)
 
 
+def check(cfg: Config) -> None:
+    """What check-config verifies beyond the TOML: the web config with its files, the socket group."""
+    m = cfg.metrics
+    if m.web_config:
+        try:
+            load(m.web_config)
+        except WebConfigError as e:
+            raise WebConfigError(f"key metrics.web_config: {e}") from None
+    _socket_gid(m.socket_group)
+
+
+def _socket_gid(group: str) -> int:
+    try:
+        return group_id(group)
+    except KeyError:
+        raise WebConfigError(f"key metrics.socket_group: no group {group!r} on this host") from None
+
+
 def serve(
     cfg: Config, registry: CollectorRegistry, health: Health, on_error: Callable[[str], None]
 ) -> HttpServer | None:
@@ -141,10 +159,7 @@ def serve(
     if address is None:
         return None
     web = WebConfigSource(m.web_config, on_error) if m.web_config else None
-    try:
-        gid = group_id(m.socket_group)
-    except KeyError:
-        raise WebConfigError(f"key metrics.socket_group: no group {m.socket_group!r}") from None
+    gid = _socket_gid(m.socket_group)
     reader = PatternsReader(cfg.checkpoint.state_dir, cfg.patterns.key_fields, m.expose_examples)
     app = make_app(registry, health, reader)
     if web is not None:
