@@ -1,5 +1,6 @@
-"""A real Prometheus scrapes a real daemon over TLS with basic auth, and is refused with a wrong password,
-with no password, and over plain HTTP."""
+"""A real Prometheus scrapes real daemons over TLS with basic auth and with client certificates (mTLS),
+and is refused with a wrong password, with no password, over plain HTTP, by an untrusted server
+certificate, and without (or with a foreign) client certificate."""
 
 from __future__ import annotations
 
@@ -52,6 +53,22 @@ def test_prometheus_scrapes_over_tls_with_basic_auth_and_is_refused_without(
     )
     d = daemons("--config", str(cfg))
     d.wait_ready()
+    # A second daemon that wants client certificates (mTLS) from the same CA.
+    client = ca.issue("prometheus", server=False)
+    stranger = CA(tmp_path, "other-ca").issue("stranger", server=False)
+    mtls_web = tmp_path / "mtls.yml"
+    mtls_web.write_text(
+        f"tls_server_config:\n  cert_file: {server.cert}\n  key_file: {server.key}\n"
+        f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {ca.path}\n"
+    )
+    mtls_port = free_port()
+    mtls_cfg = tmp_path / "mtls.toml"
+    mtls_cfg.write_text(
+        f'[sources]\npaths = ["{src}/*.jsonl"]\n[checkpoint]\nstate_dir = "{tmp_path / "state2"}"\n'
+        f'[metrics]\nlisten = "127.0.0.1:{mtls_port}"\nweb_config = "{mtls_web}"\n[log]\nformat = "json"\n'
+    )
+    d2 = daemons("--config", str(mtls_cfg))
+    d2.wait_ready()
 
     target = {"static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
     tls = {"scheme": "https", "tls_config": {"ca_file": str(ca.path)}}
@@ -64,6 +81,20 @@ def test_prometheus_scrapes_over_tls_with_basic_auth_and_is_refused_without(
             **target,
             "scheme": "https",
             "basic_auth": {"username": "prometheus", "password": "s3cret"},
+        },
+    }
+    mtls_target = {"static_configs": [{"targets": [f"127.0.0.1:{mtls_port}"]}], "scheme": "https"}
+    jobs["mtls_good"] = {
+        **mtls_target,
+        "tls_config": {"ca_file": str(ca.path), "cert_file": str(client.cert), "key_file": str(client.key)},
+    }
+    jobs["mtls_no_cert"] = {**mtls_target, "tls_config": {"ca_file": str(ca.path)}}
+    jobs["mtls_foreign_cert"] = {
+        **mtls_target,
+        "tls_config": {
+            "ca_file": str(ca.path),
+            "cert_file": str(stranger.cert),
+            "key_file": str(stranger.key),
         },
     }
     prom_config = tmp_path / "prometheus.yml"
@@ -103,6 +134,9 @@ def test_prometheus_scrapes_over_tls_with_basic_auth_and_is_refused_without(
 
         by_job = wait_for(targets, timeout=90, interval=0.5, what="every target scraped once")
         assert by_job["good"]["health"] == "up", by_job["good"]
+        assert by_job["mtls_good"]["health"] == "up", by_job["mtls_good"]
+        for name in ("mtls_no_cert", "mtls_foreign_cert"):
+            assert by_job[name]["health"] == "down", by_job[name]
         for name in ("wrong_password", "no_password"):
             assert by_job[name]["health"] == "down"
             assert "401" in by_job[name]["lastError"], by_job[name]["lastError"]
@@ -122,7 +156,15 @@ def test_prometheus_scrapes_over_tls_with_basic_auth_and_is_refused_without(
         )
         assert got
         # The refused jobs have `up` 0 and no telemetryd series at all: nothing leaked into Prometheus.
-        for name in ("wrong_password", "no_password", "plain_http", "untrusted_ca"):
+        assert wait_for(lambda: events("mtls_good"), timeout=60, interval=0.5, what="mTLS scrape stored")
+        for name in (
+            "wrong_password",
+            "no_password",
+            "plain_http",
+            "untrusted_ca",
+            "mtls_no_cert",
+            "mtls_foreign_cert",
+        ):
             assert events(name) == []
             up = api(prom_port, "query", query=f'up{{job="{name}"}}')["result"]
             assert [float(r["value"][1]) for r in up] == [0.0], (name, up)
@@ -131,3 +173,4 @@ def test_prometheus_scrapes_over_tls_with_basic_auth_and_is_refused_without(
         prom.wait(timeout=30)
         log.close()
     assert d.stop() == 0
+    assert d2.stop() == 0
