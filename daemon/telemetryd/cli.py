@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from . import __version__
+from . import __version__, listener
 from . import checkpoint as ck
 from .config import Config, ConfigError, Overrides, load_config
 from .daemon import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, Daemon
@@ -20,6 +20,7 @@ from .extract import extract_rows
 from .logs import configure, get_logger
 from .patterns import Extractor
 from .report import age, checkpoint_document, iso, patterns_document, shorten, status_document, table
+from .webconfig import WebConfigError
 
 # Text output only (--json has the whole example). The template, the last column, is never cut.
 EXAMPLE_WIDTH = 40
@@ -334,6 +335,10 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args)
+    try:
+        listener.check(cfg)
+    except WebConfigError as e:
+        raise ConfigError(f"{args.config}: {e}") from None
     print(f"ok: {args.config or '(defaults)'}")
     print(json.dumps(msgspec.to_builtins(cfg), indent=2))
     return EXIT_OK

@@ -55,6 +55,13 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     listen: str = "127.0.0.1:9464"
     top_files: int = 10
     pattern_series: int = 0
+    # TLS and basic auth: a file in the format of node_exporter's --web.config.file (docs/operations.md).
+    web_config: str = ""
+    # For listen = "unix:PATH": the socket's mode (octal) and group (name or number; "" = the daemon's).
+    socket_mode: str = "0660"
+    socket_group: str = ""
+    # Raw example lines are log text: over HTTP they are null unless turned on (the CLI shows them).
+    expose_examples: bool = False
 
 
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -236,10 +243,17 @@ def validate(cfg: Config, origin: str) -> None:
         raise bad("checkpoint.compact_bytes", "must be >= 4096")
     if not c.state_dir:
         raise bad("checkpoint.state_dir", "must not be empty")
-    try:
-        parse_listen(cfg.metrics.listen)
-    except ValueError as e:
-        raise bad("metrics.listen", str(e)) from None
+    if cfg.metrics.listen.startswith("unix:"):
+        if not cfg.metrics.listen[5:].startswith("/"):
+            raise bad("metrics.listen", "expected unix:/ABSOLUTE/PATH")
+    else:
+        try:
+            parse_listen(cfg.metrics.listen)
+        except ValueError as e:
+            raise bad("metrics.listen", str(e)) from None
+    mode = cfg.metrics.socket_mode
+    if not re.fullmatch(r"0?[0-7]{3}", mode):
+        raise bad("metrics.socket_mode", f"expected an octal mode such as 0660, got {mode!r}")
     if cfg.metrics.top_files < 0 or cfg.metrics.top_files > 1000:
         raise bad("metrics.top_files", "must be between 0 and 1000")
     if cfg.metrics.pattern_series < 0 or cfg.metrics.pattern_series > 1000:

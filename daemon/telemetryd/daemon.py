@@ -25,17 +25,21 @@ from typing import Any
 import msgspec
 
 from . import checkpoint as ck
-from .config import Config, ConfigError, Overrides, load_config, parse_listen
+from . import listener
+from .config import Config, ConfigError, Overrides, load_config
 from .events import TOO_LONG
+from .httpserver import HttpServer
+from .listener import Health
 from .lock import LockHeld, StateLock
 from .logs import configure as configure_logging
-from .metrics import Health, HttpServer, Metrics, Stats, make_app
+from .metrics import Metrics, Stats
 from .notify import Notifier, format_status
 from .patterns import Extractor, PatternCounter
 from .reader import TailedFile
 from .sources import SourceSet, watch_roots
 from .wakeup import Wakeup
 from .watcher import Watcher
+from .webconfig import WebConfigError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 # Blocks read from one file before the loop moves on, so one busy file cannot starve the rest or delay
@@ -155,10 +159,17 @@ class Daemon:
 
     def _run_locked(self) -> int:
         self._raise_fd_limit()
-        listen = parse_listen(self.cfg.metrics.listen)
-        if listen is not None and not self.once:
+        if not self.once:
             try:
-                self.http = HttpServer(listen[0], listen[1], make_app(self.metrics, self.health))
+                self.http = listener.serve(
+                    self.cfg,
+                    self.metrics.registry,
+                    self.health,
+                    lambda e: self.log.error("web_config", error=e),
+                )
+            except WebConfigError as e:
+                self.log.error("metrics_web_config_invalid", error=str(e), key="metrics.web_config")
+                return EXIT_USAGE
             except OSError as e:
                 self.log.error(
                     "metrics_listen_failed",
@@ -167,7 +178,8 @@ class Daemon:
                     hint="set metrics.listen or --metrics-listen",
                 )
                 return EXIT_FAILURE
-            self.log.info("metrics_listening", url=f"http://{self.cfg.metrics.listen}/metrics")
+            if self.http is not None:
+                self.log.info("metrics_listening", url=self.http.url() + "/metrics")
         self.notifier.extend_timeout(90)
         try:
             self._recover()

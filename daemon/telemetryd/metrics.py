@@ -1,4 +1,4 @@
-"""Prometheus metrics and the HTTP endpoint. Observes the daemon; never steers it.
+"""Prometheus metrics. Observes the daemon; never steers it; served by `listener`.
 
 The main loop hands over plain numbers once per iteration (`Stats`); counters are advanced by the
 difference, so the hot path never touches a metric object.
@@ -6,14 +6,7 @@ difference, so the hot path never touches a metric object.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from socketserver import ThreadingMixIn
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,7 +14,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
     gc_collector,
-    make_wsgi_app,
     platform_collector,
     process_collector,
 )
@@ -212,68 +204,3 @@ def _inc_labelled(c: Counter, now: dict[str, int], before: dict[str, int]) -> No
         d = v - before.get(label, 0)
         if d:
             c.labels(label).inc(d)
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    # A slow or silent client must not hold a thread forever.
-    timeout = 5
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@dataclass
-class Health:
-    started: float = field(default_factory=time.monotonic)
-    last_loop: float = field(default_factory=time.monotonic)
-    ready: bool = False
-    stale_after: float = 30.0
-
-    def alive(self) -> bool:
-        return time.monotonic() - self.last_loop < self.stale_after
-
-
-Environ = dict[str, Any]
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-
-
-def make_app(metrics: Metrics, health: Health) -> Callable[[Environ, StartResponse], Iterable[bytes]]:
-    metrics_app = make_wsgi_app(metrics.registry)
-
-    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path == "/healthz":
-            ok = health.alive()
-            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
-            return [b"ok\n" if ok else b"main loop stalled\n"]
-        if path == "/readyz":
-            ok = health.ready and health.alive()
-            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
-            return [b"ready\n" if ok else b"not ready\n"]
-        if path in ("/metrics", "/"):
-            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found: try /metrics, /healthz, /readyz\n"]
-
-    return app
-
-
-class HttpServer:
-    def __init__(
-        self, host: str, port: int, app: Callable[[Environ, StartResponse], Iterable[bytes]]
-    ) -> None:
-        if ":" in host:
-            _Server.address_family = socket.AF_INET6
-        self._server = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
-        self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
