@@ -272,15 +272,15 @@ class ExportedCounts(Collector):
             total = 0
             for pid, value, into in v.series:
                 total += value
+                # An archived series keeps its labels: a series that changed labels would be a new one.
                 a = archived.get(pid)
                 i = v.info.get(pid)
-                keys, tpl, seen = (
-                    (i.labels, i.template, i.first_seen)
-                    if i
-                    else (a.labels, a.template, a.first_seen)
-                    if a
-                    else ({}, "", 0.0)
-                )
+                if a is not None:
+                    keys, tpl, seen = a.labels, a.template, a.first_seen
+                elif i is not None:
+                    keys, tpl, seen = i.labels, i.template, i.first_seen
+                else:  # cannot happen: every series id is in the archive or in the info
+                    keys, tpl, seen = {}, "", 0.0
                 per.add_sample("telemetryd_pattern_events_total", {"pattern_id": pid, **keys}, value)
                 labels = {"pattern_id": pid, "template": tpl, **keys}
                 if into is not None:
