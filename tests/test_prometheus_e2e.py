@@ -367,12 +367,15 @@ def test_dashboard_queries_against_real_prometheus(
     window = float(RATE_WINDOW.removesuffix("s"))
     instants = list(range(math.ceil(written["start"] + window + 1), int(written["end"])))
     assert len(instants) >= 5
+    panel_exprs: dict[str, list[str]] = {}
+    for title, expr in dashboard_exprs(DASHBOARD, JOB, instance, RATE_WINDOW, range_="5m"):
+        panel_exprs.setdefault(title, []).append(expr)
     for title, expected in (
         ("Events/s", write_rate),
         ("Bytes read/s", byte_rate),
-        ("Events/s by pattern (fleet)", write_rate),
+        ("Events/s by pattern (fleet)", write_rate),  # the top patterns and `other`
     ):
-        seen = [sum(s.value for s in prom.query(exprs[title], at=t)) for t in instants]
+        seen = [sum(s.value for e in panel_exprs[title] for s in prom.query(e, at=t)) for t in instants]
         median = statistics.median(seen)
         assert abs(median - expected) <= 0.2 * expected, (
             f"{title}: median {median:.1f}, wrote {expected:.1f}/s"
@@ -392,7 +395,12 @@ def test_dashboard_queries_against_real_prometheus(
     patterns = len(EVENT_TYPES) * len(MESSAGES)
     assert prom.value(f"telemetryd_patterns{{{sel}}}") == patterns
     per_pattern = prom.query(f"telemetryd_pattern_events_total{{{sel}}}")
-    assert len({s.labels["pattern_id"] for s in per_pattern}) == patterns, per_pattern
+    assert len({s.labels["pattern_id"] for s in per_pattern}) == patterns + 1, per_pattern  # and `other`
+    # Every pattern got a series when first committed, so the series sum to the events counted.
+    assert sum(s.value for s in per_pattern) == total_events
+    assert prom.value(f'telemetryd_pattern_events_total{{{sel}, pattern_id="other"}}') == 0
+    top = prom.query(panel_exprs["Events/s by pattern (fleet)"][0], at=active)
+    assert {s.labels["template"] for s in top} == set(MESSAGES), "the top patterns are named by template"
     # While the writer ran, the half line was the only lag of its file.
     half = prom.query(f'telemetryd_file_read_lag_bytes{{{sel}, path=~".*/p\\\\.jsonl"}}', at=active)
     assert [s.value for s in half] == [written["partial"]], half
