@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from prometheus_client import CollectorRegistry, generate_latest
 from telemetryd.exported import (
+    LABEL_VALUE_MAX_CHARS,
     OFFSETS_FILE,
     ExportedCounts,
     View,
@@ -299,3 +300,15 @@ def test_series_sum_to_events_never_decrease_and_survive_crashes(
         for pid, v in last.items():
             assert now.get(pid, -1) >= v, (pid, last, now)
         last, last_events = now, view.events
+
+
+def test_long_label_values_are_cut() -> None:
+    ex = ExportedCounts(["k"], 10)
+    p = pattern("p", 1, ("é" * 5000,), "x " * 3000)
+    p.export_base = 0
+    ex.recovered(load_offsets("/nonexistent"), 1, 0, {}, 1, [p])
+    view = ex._view
+    assert view is not None
+    info = view.info["p"]
+    assert len(info.template) == LABEL_VALUE_MAX_CHARS and info.template.endswith("…")
+    assert len(info.labels["k"].encode()) <= 2048 and info.labels["k"].endswith("…")

@@ -34,6 +34,10 @@ OTHER = "other"
 # Prometheus attaches (a clash would be renamed to exported_* at scrape, silently).
 RESERVED_LABELS = frozenset({"pattern_id", "template", "absorbed_into", "instance", "job"})
 KEY_LABEL_PREFIX = "key_"
+# Label values (templates, key values) are cut to this many characters, with "…" at the end: at most
+# 2048 bytes of UTF-8, the smallest limit among common stores (Mimir's max_label_value_length; longer
+# values make it reject the series). The pattern_id still tells two cut values apart.
+LABEL_VALUE_MAX_CHARS = 512
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -53,9 +57,15 @@ def label_names(key_fields: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def label_value(text: str | None) -> str:
+    """A label value: "" for None (Prometheus reads it as the label being absent), cut if too long."""
+    if text is None:
+        return ""
+    return text if len(text) <= LABEL_VALUE_MAX_CHARS else text[: LABEL_VALUE_MAX_CHARS - 1] + "…"
+
+
 def key_labels(names: Sequence[str], key: Sequence[str | None]) -> dict[str, str]:
-    # A missing key field exports as "", which Prometheus reads as the label being absent.
-    return {n: "" if v is None else v for n, v in zip(names, key, strict=False)}
+    return {n: label_value(v) for n, v in zip(names, key, strict=False)}
 
 
 class ArchivedSeries(msgspec.Struct):
@@ -127,7 +137,9 @@ def archive(
             continue  # its events are in `other`, which continues through the events offset
         prev = off.series.get(p.id)
         value = series_value(p) + (prev.value if prev is not None else 0)
-        off.series[p.id] = ArchivedSeries(value, key_labels(names, p.key), p.template or "", p.first_seen)
+        off.series[p.id] = ArchivedSeries(
+            value, key_labels(names, p.key), label_value(p.template), p.first_seen
+        )
     off.events += totals[0]
     off.overflow += totals[1]
     off.created += n
@@ -199,7 +211,7 @@ class ExportedCounts(Collector):
         if new:
             grown = dict(info)
             for p in new:
-                grown[p.id] = Info(key_labels(self.names, p.key), p.template or "", p.first_seen)
+                grown[p.id] = Info(key_labels(self.names, p.key), label_value(p.template), p.first_seen)
             self._info = info = grown
         current = {p.id: (series_value(p), p.absorbed_into) for p in held}
         series: list[tuple[str, int, str | None]] = []
