@@ -49,7 +49,7 @@ def scrape(ex: ExportedCounts) -> dict[str, float]:
 
 
 def series_of(view: View) -> dict[str, int]:
-    out = {pid: v for pid, v, _ in view.series}
+    out = {pid: v for pid, v, _ in view.series({})}
     out["other"] = view.events - sum(out.values())
     return out
 

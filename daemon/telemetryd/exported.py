@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import msgspec
 from prometheus_client.metrics_core import Metric
@@ -27,6 +28,9 @@ from prometheus_client.registry import Collector
 from .events import SKIP_REASONS
 from .patterns import PatternState
 from .series_policy import series_value
+
+# What a cut copies of each pattern holding a series (one C call per pattern).
+_STATE = attrgetter("count", "absorbed", "export_base", "absorbed_into")
 
 OFFSETS_FILE = "metrics-offsets.json"
 OTHER = "other"
@@ -163,10 +167,26 @@ class View:
     overflow: int
     skipped: Mapping[str, int]
     created: int
-    held: int  # patterns of the current settings holding a series
-    # (pattern id, value, absorbed_into) for every series: current and archived.
-    series: tuple[tuple[str, int, str | None], ...]
+    # The patterns of the current settings holding a series: ids, and (count, absorbed, export_base,
+    # absorbed_into) as committed, in the same order. Values are derived at scrape time, so a cut only
+    # copies four fields per series, in C.
+    ids: tuple[str, ...]
+    states: list[tuple[int, int, int, str | None]]
     info: Mapping[str, Info] = field(default_factory=dict)
+
+    def series(self, archived: Mapping[str, ArchivedSeries]) -> list[tuple[str, int, str | None]]:
+        """(pattern id, value, absorbed_into) of every series, archived ones included."""
+        current = {
+            pid: (count - absorbed - base, into)
+            for pid, (count, absorbed, base, into) in zip(self.ids, self.states, strict=True)
+        }
+        out: list[tuple[str, int, str | None]] = []
+        for pid, a in archived.items():
+            # The same id under the new settings is the same pattern: its series goes on from the archive.
+            value, into = current.pop(pid, (0, None))
+            out.append((pid, a.value + value, into))
+        out.extend((pid, value, into) for pid, (value, into) in current.items())
+        return out
 
 
 class ExportedCounts(Collector):
@@ -178,6 +198,9 @@ class ExportedCounts(Collector):
         self.offsets = Offsets()
         self._view: View | None = None
         self._info: Mapping[str, Info] = {}
+        # `held` only grows between recoveries: the first `_known` of it are in `_ids` and `_info`.
+        self._known = 0
+        self._ids: tuple[str, ...] = ()
 
     # --- main thread -------------------------------------------------------------------------------
 
@@ -192,6 +215,7 @@ class ExportedCounts(Collector):
     ) -> None:
         """The recovered (durable) state: published at once, before the first record of this process."""
         self.offsets = offsets
+        self._known, self._ids, self._info = 0, (), {}
         self._view = self.capture(events, overflow, skipped, created, held)
 
     def capture(
@@ -206,28 +230,21 @@ class ExportedCounts(Collector):
         the patterns holding a series (their current values are exactly what that record commits, since
         every entry changed since the last durable record is in it). O(series), not O(patterns)."""
         off = self.offsets
-        info = self._info
-        new = [p for p in held if p.id not in info]
-        if new:
-            grown = dict(info)
-            for p in new:
+        if len(held) > self._known:
+            grown = dict(self._info)
+            for p in held[self._known :]:
                 grown[p.id] = Info(key_labels(self.names, p.key), label_value(p.template), p.first_seen)
-            self._info = info = grown
-        current = {p.id: (series_value(p), p.absorbed_into) for p in held}
-        series: list[tuple[str, int, str | None]] = []
-        for pid, a in off.series.items():
-            # The same id under the new settings is the same pattern: its series goes on from the archive.
-            value, into = current.pop(pid, (0, None))
-            series.append((pid, a.value + value, into))
-        series.extend((pid, v, into) for pid, (v, into) in current.items())
+            self._info = grown
+            self._ids = tuple(p.id for p in held)
+            self._known = len(held)
         return View(
             off.events + events,
             off.overflow + overflow,
             dict(skipped),
             off.created + created,
-            len(held),
-            tuple(series),
-            info,
+            self._ids,
+            list(map(_STATE, held)),
+            self._info,
         )
 
     def on_durable(self, view: View) -> None:
@@ -278,11 +295,11 @@ class ExportedCounts(Collector):
                     "telemetryd_lines_skipped_total", {"reason": reason}, v.skipped.get(reason, 0)
                 )
             created.add_sample("telemetryd_patterns_created_total", {}, v.created)
-            held.add_sample("telemetryd_pattern_series", {}, v.held)
+            held.add_sample("telemetryd_pattern_series", {}, len(v.ids))
             blank = dict.fromkeys(self.names, "")
             archived = self.offsets.series
             total = 0
-            for pid, value, into in v.series:
+            for pid, value, into in v.series(archived):
                 total += value
                 # An archived series keeps its labels: a series that changed labels would be a new one.
                 a = archived.get(pid)
