@@ -74,12 +74,12 @@ def test_policy_grants_up_to_the_limit_largest_first_and_keeps_them() -> None:
     table = {p.id: p for p in (pattern("a", 5), pattern("b", 9), pattern("c", 1), pattern("d", 9))}
     slots = SeriesSlots(limit=2, min_events=2)
     slots.recovered([])
-    granted = slots.grant(set(table.values()), table.values())
+    granted = slots.grant(set(table.values()), table)
     assert [p.id for p in granted] == ["b", "d"]  # largest first, ties by id; c is below min_events
     assert table["b"].export_base == 0  # never committed before: its series holds its whole count
     assert table["a"].export_base == -1
     table["a"].count += 100
-    assert slots.grant({table["a"]}, table.values()) == []  # full: nothing is ever taken away
+    assert slots.grant({table["a"]}, table) == []  # full: nothing is ever taken away
     assert [p.id for p in slots.held] == ["b", "d"]
 
 
@@ -88,11 +88,11 @@ def test_policy_base_is_the_direct_count_for_a_pattern_committed_before() -> Non
     table = {"old": old}
     slots = SeriesSlots(limit=5, min_events=10)
     slots.recovered(table.values())  # committed with 7 events, all of them in `other`
-    assert slots.grant({old}, table.values()) == []
+    assert slots.grant({old}, table) == []
     old.count = 12
     new = pattern("new", 10)
     table["new"] = new
-    assert {p.id for p in slots.grant({old, new}, table.values())} == {"old", "new"}
+    assert {p.id for p in slots.grant({old, new}, table)} == {"old", "new"}
     assert (old.export_base, new.export_base) == (12, 0)
     assert (series_value(old), series_value(new)) == (0, 10)
 
@@ -241,7 +241,7 @@ class Model:
     def cut(self) -> None:
         if self.inflight is not None:
             return
-        self.slots.grant(self.dirty, self.table.values())
+        self.slots.grant(self.dirty, self.table)
         rec = [copy.copy(p) for p in self.dirty]
         view = self.ex.capture(self.events, 0, {}, len(self.table), self.slots.held)
         self.inflight = (view, list(self.dirty), self.events)

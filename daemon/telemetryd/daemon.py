@@ -462,9 +462,8 @@ class Daemon:
         self._seq += 1
         files = list(self.sources.dirty)
         dropped = list(self.sources.dropped)
-        self.slots.grant(
-            self.counter.dirty, self.counter.table.values()
-        )  # [prom] a grant is committed with the counts that caused it
+        # [prom] series grants go into this record, with the counts that caused them
+        self.slots.grant(self.counter.dirty, self.counter.table)
         pats = list(self.counter.dirty)
         c = self.counter
         entries = [t.entry() for t in files]

@@ -62,7 +62,7 @@ class SeriesSlots:
         self.held = sorted((p for p in table if p.export_base >= 0), key=lambda p: p.id)
         self._cut_len = len(table)
 
-    def grant(self, changed: Iterable[PatternState], table: Collection[PatternState]) -> list[PatternState]:
+    def grant(self, changed: Iterable[PatternState], table: dict[str, PatternState]) -> list[PatternState]:
         """Give series to eligible patterns among `changed` (entries about to be committed), with the
         pattern `table` they belong to. Returns the patterns granted; their `export_base` is set: 0 for a
         pattern never committed before (its series holds its whole count), else its direct count now
@@ -73,7 +73,8 @@ class SeriesSlots:
             return []
         chosen = choose(changed, free, self.min_events)
         if chosen:
-            fresh = set(map(id, islice(table, fresh_from, None)))
+            # From the end: the cost follows the patterns created since the last cut, not the table.
+            fresh = set(map(id, islice(reversed(table.values()), len(table) - fresh_from)))
             for p in chosen:
                 p.export_base = 0 if id(p) in fresh else direct(p)
             self.held.extend(chosen)
