@@ -27,7 +27,7 @@ from telemetryd.exported import (
     load_offsets,
 )
 from telemetryd.patterns import PatternState
-from telemetryd.series_policy import SeriesSlots, choose, series_value
+from telemetryd.series_policy import RECENT_PATTERNS, SeriesSlots, choose, series_value
 
 
 def pattern(
@@ -73,7 +73,7 @@ def test_label_names_are_sanitised_and_unique() -> None:
 def test_policy_grants_up_to_the_limit_largest_first_and_keeps_them() -> None:
     table = {p.id: p for p in (pattern("a", 5), pattern("b", 9), pattern("c", 1), pattern("d", 9))}
     slots = SeriesSlots(limit=2, min_events=2)
-    slots.recovered([])
+    slots.recovered({})
     granted = slots.grant(set(table.values()), table)
     assert [p.id for p in granted] == ["b", "d"]  # largest first, ties by id; c is below min_events
     assert table["b"].export_base == 0  # never committed before: its series holds its whole count
@@ -87,7 +87,7 @@ def test_policy_base_is_the_direct_count_for_a_pattern_committed_before() -> Non
     old = pattern("old", 7)
     table = {"old": old}
     slots = SeriesSlots(limit=5, min_events=10)
-    slots.recovered(table.values())  # committed with 7 events, all of them in `other`
+    slots.recovered(table)  # committed with 7 events, all of them in `other`
     assert slots.grant({old}, table) == []
     old.count = 12
     new = pattern("new", 10)
@@ -215,9 +215,17 @@ class Model:
         self.dirty: set[PatternState] = set()
         self.inflight: tuple[View, list[PatternState], int] | None = None
         self.slots = SeriesSlots(self.limit, self.min_events)
-        self.slots.recovered(self.table.values())
+        self.slots.recovered(self.table)
         self.ex = ExportedCounts(["k"], self.limit)
-        self.ex.recovered(load_offsets("/nonexistent"), self.events, 0, {}, len(self.table), self.slots.held)
+        self.ex.recovered(
+            load_offsets("/nonexistent"),
+            self.events,
+            0,
+            {},
+            len(self.table),
+            self.slots.held,
+            self.slots.recent,
+        )
 
     def count(self, pid: str, n: int) -> None:
         p = self.table.get(pid)
@@ -243,7 +251,7 @@ class Model:
             return
         self.slots.grant(self.dirty, self.table)
         rec = [copy.copy(p) for p in self.dirty]
-        view = self.ex.capture(self.events, 0, {}, len(self.table), self.slots.held)
+        view = self.ex.capture(self.events, 0, {}, len(self.table), self.slots.held, self.slots.recent)
         self.inflight = (view, list(self.dirty), self.events)
         self.dirty = set()
         self._record = rec
@@ -297,6 +305,9 @@ def test_series_sum_to_events_never_decrease_and_survive_crashes(
         assert sum(now.values()) == view.events
         assert view.events >= last_events
         assert len(now) - 1 <= limit
+        # Info of patterns without a series: only the ones committed last, only committed ones.
+        assert len(view.recent) <= RECENT_PATTERNS
+        assert {pid for pid, _ in view.recent} <= set(m.committed)
         for pid, v in last.items():
             assert now.get(pid, -1) >= v, (pid, last, now)
         last, last_events = now, view.events
@@ -312,3 +323,27 @@ def test_long_label_values_are_cut() -> None:
     info = view.info["p"]
     assert len(info.template) == LABEL_VALUE_MAX_CHARS and info.template.endswith("…")
     assert len(info.labels["k"].encode()) <= 2048 and info.labels["k"].endswith("…")
+
+
+def test_new_patterns_are_described_when_every_series_is_taken() -> None:
+    table: dict[str, PatternState] = {}
+    slots = SeriesSlots(limit=1, min_events=1)
+    slots.recovered(table)
+    ex = ExportedCounts(["k"], 1)
+    ex.recovered(load_offsets("/nonexistent"), 0, 0, {}, 0, slots.held, slots.recent)
+    for i in range(RECENT_PATTERNS + 5):
+        p = table[f"p{i}"] = pattern(f"p{i}", 1, (f"v{i}",))
+        slots.grant({p}, table)
+        ex.on_durable(ex.capture(i + 1, 0, {}, len(table), slots.held, slots.recent))
+    m = scrape(ex)
+    counters = [k for k in m if k.startswith("telemetryd_pattern_events_total{")]
+    assert len(counters) == 2  # p0 and other
+    newest = f"p{RECENT_PATTERNS + 4}"
+    assert (
+        m[f'telemetryd_pattern_info{{k="v{RECENT_PATTERNS + 4}",pattern_id="{newest}",template="t <*>"}}']
+        == 1
+    )
+    assert m[f'telemetryd_pattern_first_seen_timestamp_seconds{{pattern_id="{newest}"}}'] == 1000.0
+    described = [k for k in m if k.startswith("telemetryd_pattern_info{")]
+    assert len(described) == RECENT_PATTERNS + 1  # p0 with its series, the last RECENT_PATTERNS
+    assert not any('pattern_id="p1"' in k for k in described)  # dropped out of the recent ones

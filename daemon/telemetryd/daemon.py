@@ -260,7 +260,7 @@ class Daemon:
         self._base_bytes_read = self._bytes_read_total
         # [prom] the exported counters start from the recovered (durable) state, before any scrape sees them
         c = self.counter
-        self.slots.recovered(c.table.values())
+        self.slots.recovered(c.table)
         self.metrics.exported.recovered(
             load_offsets(self.state_dir),
             c.events_total,
@@ -268,6 +268,7 @@ class Daemon:
             c.skipped,
             len(c.table),
             self.slots.held,
+            self.slots.recent,
         )
         self._durable_events = self._events_at_cut = self.counter.events_total
         self._status_mark = (time.monotonic(), self.counter.events_total)
@@ -486,7 +487,7 @@ class Daemon:
             pats,
             truncated is not None,
             self.metrics.exported.capture(  # [prom]
-                c.events_total, c.overflow_count, c.skipped, len(c.table), self.slots.held
+                c.events_total, c.overflow_count, c.skipped, len(c.table), self.slots.held, self.slots.recent
             ),
         )
         self.sources.dirty = set()

@@ -173,6 +173,8 @@ class View:
     ids: tuple[str, ...]
     states: list[tuple[int, int, int, str | None]]
     info: Mapping[str, Info] = field(default_factory=dict)
+    # The patterns committed last, newest last: their info and first-seen time are exported too.
+    recent: tuple[tuple[str, Info], ...] = ()
 
     def series(self, archived: Mapping[str, ArchivedSeries]) -> list[tuple[str, int, str | None]]:
         """(pattern id, value, absorbed_into) of every series, archived ones included."""
@@ -201,6 +203,8 @@ class ExportedCounts(Collector):
         # `held` only grows between recoveries: the first `_known` of it are in `_ids` and `_info`.
         self._known = 0
         self._ids: tuple[str, ...] = ()
+        self._recent: tuple[tuple[str, Info], ...] = ()
+        self._recent_last: PatternState | None = None
 
     # --- main thread -------------------------------------------------------------------------------
 
@@ -212,11 +216,13 @@ class ExportedCounts(Collector):
         skipped: Mapping[str, int],
         created: int,
         held: Sequence[PatternState],
+        recent: Sequence[PatternState] = (),
     ) -> None:
         """The recovered (durable) state: published at once, before the first record of this process."""
         self.offsets = offsets
         self._known, self._ids, self._info = 0, (), {}
-        self._view = self.capture(events, overflow, skipped, created, held)
+        self._recent, self._recent_last = (), None
+        self._view = self.capture(events, overflow, skipped, created, held, recent)
 
     def capture(
         self,
@@ -225,6 +231,7 @@ class ExportedCounts(Collector):
         skipped: Mapping[str, int],
         created: int,
         held: Sequence[PatternState],
+        recent: Sequence[PatternState] = (),
     ) -> View:
         """The values a record about to be cut commits: totals, the number of patterns in the table, and
         the patterns holding a series (their current values are exactly what that record commits, since
@@ -233,10 +240,13 @@ class ExportedCounts(Collector):
         if len(held) > self._known:
             grown = dict(self._info)
             for p in held[self._known :]:
-                grown[p.id] = Info(key_labels(self.names, p.key), label_value(p.template), p.first_seen)
+                grown[p.id] = self._describe(p)
             self._info = grown
             self._ids = tuple(p.id for p in held)
             self._known = len(held)
+        if recent and recent[-1] is not self._recent_last:  # patterns were created since the last cut
+            self._recent = tuple((p.id, self._info.get(p.id) or self._describe(p)) for p in recent)
+            self._recent_last = recent[-1]
         return View(
             off.events + events,
             off.overflow + overflow,
@@ -245,7 +255,11 @@ class ExportedCounts(Collector):
             self._ids,
             list(map(_STATE, held)),
             self._info,
+            self._recent,
         )
+
+    def _describe(self, p: PatternState) -> Info:
+        return Info(key_labels(self.names, p.key), label_value(p.template), p.first_seen)
 
     def on_durable(self, view: View) -> None:
         """The record `view` was captured for is on disk: publish it."""
@@ -275,11 +289,13 @@ class ExportedCounts(Collector):
             "counter",
         )
         info = Metric(
-            "telemetryd_pattern_info", "Template and key values of each pattern with a series", "gauge"
+            "telemetryd_pattern_info",
+            "Template and key values of each pattern with a series and of the patterns created last",
+            "gauge",
         )
         first = Metric(
             "telemetryd_pattern_first_seen_timestamp_seconds",
-            "Unix time each pattern with a series was first seen",
+            "Unix time each pattern with a series, and each of the patterns created last, was first seen",
             "gauge",
         )
         held = Metric("telemetryd_pattern_series", "Patterns holding their own series", "gauge")
@@ -299,8 +315,10 @@ class ExportedCounts(Collector):
             blank = dict.fromkeys(self.names, "")
             archived = self.offsets.series
             total = 0
+            exported = set()
             for pid, value, into in v.series(archived):
                 total += value
+                exported.add(pid)
                 # An archived series keeps its labels: a series that changed labels would be a new one.
                 a = archived.get(pid)
                 i = v.info.get(pid)
@@ -316,6 +334,14 @@ class ExportedCounts(Collector):
                     labels["absorbed_into"] = into
                 info.add_sample("telemetryd_pattern_info", labels, 1)
                 first.add_sample("telemetryd_pattern_first_seen_timestamp_seconds", {"pattern_id": pid}, seen)
+            for pid, i in v.recent:
+                if pid not in exported:
+                    info.add_sample(
+                        "telemetryd_pattern_info", {"pattern_id": pid, "template": i.template, **i.labels}, 1
+                    )
+                    first.add_sample(
+                        "telemetryd_pattern_first_seen_timestamp_seconds", {"pattern_id": pid}, i.first_seen
+                    )
             per.add_sample(
                 "telemetryd_pattern_events_total", {"pattern_id": OTHER, **blank}, v.events - total
             )

@@ -14,10 +14,14 @@ it are committed together.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections import deque
+from collections.abc import Iterable
 from itertools import islice
 
 from .patterns import PatternState
+
+# How many of the patterns created last are kept in `SeriesSlots.recent`.
+RECENT_PATTERNS = 50
 
 
 def direct(p: PatternState) -> int:
@@ -55,12 +59,17 @@ class SeriesSlots:
         # kept, docs/design.md) and a dict keeps insertion order, so the entries past this position were
         # created since then: none of their events has been committed, so none is in `other` yet.
         self._cut_len = 0
+        # The patterns committed last (oldest first): their template and first-seen time are exported
+        # even without a series, so a new pattern is visible when every series is taken.
+        self.recent: deque[PatternState] = deque(maxlen=RECENT_PATTERNS)
 
-    def recovered(self, table: Collection[PatternState]) -> None:
+    def recovered(self, table: dict[str, PatternState]) -> None:
         """Take over the grants committed before (a lower limit than then keeps them all: a series, once
         given, is never taken away)."""
-        self.held = sorted((p for p in table if p.export_base >= 0), key=lambda p: p.id)
+        self.held = sorted((p for p in table.values() if p.export_base >= 0), key=lambda p: p.id)
         self._cut_len = len(table)
+        self.recent.clear()
+        self.recent.extend(reversed(list(islice(reversed(table.values()), RECENT_PATTERNS))))
 
     def grant(self, changed: Iterable[PatternState], table: dict[str, PatternState]) -> list[PatternState]:
         """Give series to eligible patterns among `changed` (entries about to be committed), with the
@@ -68,13 +77,15 @@ class SeriesSlots:
         pattern never committed before (its series holds its whole count), else its direct count now
         (what it counted before is in `other` already)."""
         fresh_from, self._cut_len = self._cut_len, len(table)
+        # From the end: the cost follows the patterns created since the last cut, not the table.
+        created = list(islice(reversed(table.values()), len(table) - fresh_from))
+        self.recent.extend(reversed(created[:RECENT_PATTERNS]))
         free = self.limit - len(self.held)
         if free <= 0:
             return []
         chosen = choose(changed, free, self.min_events)
         if chosen:
-            # From the end: the cost follows the patterns created since the last cut, not the table.
-            fresh = set(map(id, islice(reversed(table.values()), len(table) - fresh_from)))
+            fresh = set(map(id, created))
             for p in chosen:
                 p.export_base = 0 if id(p) in fresh else direct(p)
             self.held.extend(chosen)
