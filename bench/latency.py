@@ -5,7 +5,7 @@ Usage: latency.py [--rate 10000] [--seconds 20] [--warmup 3] [--watch auto|poll]
 
 A writer process appends reference-shaped events (shared/bench/gen_events.py's format) at --rate
 events/s in batches every millisecond, logging (monotonic time after write(), lines written so far). A
-poller process scrapes /metrics back to back, logging (send time, receive time, events_total). An
+poller process scrapes /metrics back to back, logging (send time, receive time, events_read_total). An
 event's latency is the receive time of the first scrape whose count covers it, minus its write time:
 an upper bound, too high by at most one scrape interval (printed, so the resolution is known). Both
 processes use CLOCK_MONOTONIC, which is shared across processes. The daemon's own
@@ -84,7 +84,8 @@ def poller(port: int, until: float, gap: float, out: mp.Queue) -> None:  # type:
     while time.monotonic() < until:
         sent = time.monotonic()
         m = metrics(port)
-        log.append((sent, time.monotonic(), int(m.get("telemetryd_events_total", 0))))
+        # [prom] counted by this process (fresh state dir); telemetryd_events_total waits for the checkpoint
+        log.append((sent, time.monotonic(), int(m.get("telemetryd_events_read_total", 0))))
         if gap:
             time.sleep(gap)
     out.put(log)

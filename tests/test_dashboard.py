@@ -27,6 +27,12 @@ DAEMON_METRICS: dict[str, str] = {
     "telemetryd_patterns_max": "gauge",
     "telemetryd_overflow_events_total": "counter",
     "telemetryd_pattern_events_total": "counter",
+    "telemetryd_pattern_info": "gauge",
+    "telemetryd_pattern_first_seen_timestamp_seconds": "gauge",
+    "telemetryd_patterns_created_total": "counter",
+    "telemetryd_pattern_series": "gauge",
+    "telemetryd_pattern_series_max": "gauge",
+    "telemetryd_events_read_total": "counter",
     "telemetryd_files_tracked": "gauge",
     "telemetryd_file_read_lag_bytes": "gauge",
     "telemetryd_read_lag_bytes": "gauge",
@@ -210,7 +216,21 @@ def test_required_views_are_present() -> None:
         "rss": ("process_resident_memory_bytes{",),
         "fds": ("process_open_fds{",),
         "files by lag": ("telemetryd_file_read_lag_bytes{",),
-        "fleet by pattern": ("sum by (pattern_id) (rate(telemetryd_pattern_events_total{",),
+        "top patterns by rate, named by template": (
+            "topk(10, sum by (pattern_id, template) (rate(telemetryd_pattern_events_total{",
+            "group_left (template) telemetryd_pattern_info{",
+        ),
+        "share of other": (
+            "telemetryd_pattern_events_total{",
+            'pattern_id="other"',
+            "/ sum(rate(telemetryd_events_total{",
+        ),
+        "new patterns": ("increase(telemetryd_patterns_created_total{",),
+        "first seen": (
+            "telemetryd_pattern_first_seen_timestamp_seconds{",
+            "group_left (template) telemetryd_pattern_info{",
+        ),
+        "series held": ("telemetryd_pattern_series{",),
     }
     missing = [view for view, fragments in required.items() if not has(*fragments)]
     assert not missing, f"dashboard lacks: {missing}"

@@ -15,34 +15,35 @@ import statistics
 import subprocess
 import sys
 import textwrap
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 from conftest import free_port
+from prom_helpers import (
+    PROMETHEUS,
+    REPO,
+    TELEMETRYD,
+    TIMEOUT,
+    ProcessDied,
+    PromAPI,
+    http_get,
+    stop,
+    tail,
+    wait_until,
+)
 from promql import dashboard_exprs
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
-PROMETHEUS = REPO / ".build" / "prometheus" / "usr" / "bin" / "prometheus"
 DASHBOARD = REPO / "dashboards" / "telemetryd.json"
 ALERTS = REPO / "dashboards" / "alerts.yml"
-TELEMETRYD = Path(sys.executable).parent / "telemetryd"
 
 JOB = "telemetryd"  # the alert rules select this job name
 RATE_WINDOW = "10s"  # $__rate_interval: ten 1 s scrapes
 WRITE_RATE = 100.0  # events/s
 WRITE_SECONDS = 24.0
 MAX_LINE_BYTES = 4096
-# Generous: the machine is small and shared. Every wait polls and returns as soon as it can.
-TIMEOUT = 90.0
 
 EVENT_TYPES = ("login", "logout", "purchase", "error")
 MESSAGES = ("cache hit", "cache miss")  # no variable parts: patterns do not depend on the masks
@@ -95,85 +96,10 @@ WRITER = textwrap.dedent(
     """
 )
 
-T = TypeVar("T")
-
-
-class ProcessDied(Exception):
-    """A process the test depends on exited: waiting longer cannot help."""
-
 
 def event_line(i: int) -> bytes:
     event = {"event_type": EVENT_TYPES[i % len(EVENT_TYPES)], "message": MESSAGES[i % len(MESSAGES)]}
     return (json.dumps(event) + "\n").encode()
-
-
-def wait_until(
-    what: str, probe: Callable[[], T | None], context: Callable[[], str], timeout: float = TIMEOUT
-) -> T:
-    """Poll `probe` until it returns something other than None; fail with `context()` on timeout."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-            if value is not None:
-                return value
-        except (OSError, ValueError, AssertionError) as e:
-            last = e
-        time.sleep(0.25)
-    raise AssertionError(
-        f"timed out after {timeout:.0f}s waiting for {what} (last error: {last!r})\n{context()}"
-    )
-
-
-def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-@dataclass
-class Sample:
-    labels: dict[str, str]
-    value: float
-
-
-class Prometheus:
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-
-    def api(self, path: str, **params: str) -> Any:
-        url = f"{self.base}/api/v1/{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        status, body = http_get(url)
-        data = json.loads(body)
-        assert status == 200 and data["status"] == "success", f"{url}: {status} {body[:500]!r}"
-        return data["data"]
-
-    def query(self, expr: str, at: float | None = None) -> list[Sample]:
-        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
-        data = self.api("query", **params)
-        assert data["resultType"] == "vector", f"{expr}: {data['resultType']}"
-        return [Sample(r["metric"], float(r["value"][1])) for r in data["result"]]
-
-    def value(self, expr: str, at: float | None = None) -> float | None:
-        """The single value of `expr`, or None while it has no data."""
-        samples = self.query(expr, at)
-        assert len(samples) <= 1, f"{expr}: expected one series, got {samples}"
-        return samples[0].value if samples else None
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
 
 
 @pytest.fixture
@@ -183,13 +109,6 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     yield procs
     for proc in reversed(procs):
         stop(proc)
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    if not path.exists():
-        return f"({path.name}: no output)"
-    text = path.read_text(errors="replace").splitlines()[-lines:]
-    return f"--- {path.name} (last {len(text)} lines) ---\n" + "\n".join(text)
 
 
 def test_dashboard_queries_against_real_prometheus(
@@ -289,7 +208,7 @@ def test_dashboard_queries_against_real_prometheus(
             cwd=tmp_path,
         )
         processes.append(daemon)
-    prom = Prometheus(prom_port)
+    prom = PromAPI(f"http://127.0.0.1:{prom_port}")
 
     def alive(what: str) -> None:
         for proc, name in ((prom_proc, "prometheus"), (daemon, "telemetryd")):
@@ -367,12 +286,15 @@ def test_dashboard_queries_against_real_prometheus(
     window = float(RATE_WINDOW.removesuffix("s"))
     instants = list(range(math.ceil(written["start"] + window + 1), int(written["end"])))
     assert len(instants) >= 5
+    panel_exprs: dict[str, list[str]] = {}
+    for title, expr in dashboard_exprs(DASHBOARD, JOB, instance, RATE_WINDOW, range_="5m"):
+        panel_exprs.setdefault(title, []).append(expr)
     for title, expected in (
         ("Events/s", write_rate),
         ("Bytes read/s", byte_rate),
-        ("Events/s by pattern (fleet)", write_rate),
+        ("Events/s by pattern (fleet)", write_rate),  # the top patterns and `other`
     ):
-        seen = [sum(s.value for s in prom.query(exprs[title], at=t)) for t in instants]
+        seen = [sum(s.value for e in panel_exprs[title] for s in prom.query(e, at=t)) for t in instants]
         median = statistics.median(seen)
         assert abs(median - expected) <= 0.2 * expected, (
             f"{title}: median {median:.1f}, wrote {expected:.1f}/s"
@@ -392,7 +314,12 @@ def test_dashboard_queries_against_real_prometheus(
     patterns = len(EVENT_TYPES) * len(MESSAGES)
     assert prom.value(f"telemetryd_patterns{{{sel}}}") == patterns
     per_pattern = prom.query(f"telemetryd_pattern_events_total{{{sel}}}")
-    assert len({s.labels["pattern_id"] for s in per_pattern}) == patterns, per_pattern
+    assert len({s.labels["pattern_id"] for s in per_pattern}) == patterns + 1, per_pattern  # and `other`
+    # Every pattern got a series when first committed, so the series sum to the events counted.
+    assert sum(s.value for s in per_pattern) == total_events
+    assert prom.value(f'telemetryd_pattern_events_total{{{sel}, pattern_id="other"}}') == 0
+    top = prom.query(panel_exprs["Events/s by pattern (fleet)"][0], at=active)
+    assert {s.labels["template"] for s in top} == set(MESSAGES), "the top patterns are named by template"
     # While the writer ran, the half line was the only lag of its file.
     half = prom.query(f'telemetryd_file_read_lag_bytes{{{sel}, path=~".*/p\\\\.jsonl"}}', at=active)
     assert [s.value for s in half] == [written["partial"]], half

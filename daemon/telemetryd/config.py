@@ -54,7 +54,10 @@ class CheckpointConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     listen: str = "127.0.0.1:9464"
     top_files: int = 10
-    pattern_series: int = 0
+    # Patterns with their own telemetryd_pattern_events_total series (the rest: pattern_id="other"), and
+    # the direct count a pattern needs to get one (exported.py, series_policy.py).
+    pattern_series: int = 100
+    pattern_series_min_events: int = 1
     # TLS and basic auth: a file in the format of node_exporter's --web.config.file (docs/operations.md).
     web_config: str = ""
     # For listen = "unix:PATH": the socket's mode (octal) and group (name or number; "" = the daemon's).
@@ -258,3 +261,5 @@ def validate(cfg: Config, origin: str) -> None:
         raise bad("metrics.top_files", "must be between 0 and 1000")
     if cfg.metrics.pattern_series < 0 or cfg.metrics.pattern_series > 1000:
         raise bad("metrics.pattern_series", "must be between 0 and 1000")
+    if cfg.metrics.pattern_series_min_events < 1:
+        raise bad("metrics.pattern_series_min_events", "must be >= 1")

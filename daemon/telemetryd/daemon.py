@@ -28,6 +28,8 @@ from . import checkpoint as ck
 from . import listener
 from .config import Config, ConfigError, Overrides, load_config
 from .events import TOO_LONG
+from .exported import View, load_offsets
+from .exported import archive as archive_offsets
 from .httpserver import HttpServer
 from .listener import Health
 from .lock import LockHeld, StateLock
@@ -36,6 +38,7 @@ from .metrics import Metrics, Stats
 from .notify import Notifier, format_status
 from .patterns import Extractor, PatternCounter
 from .reader import TailedFile
+from .series_policy import SeriesSlots
 from .sources import SourceSet, watch_roots
 from .wakeup import Wakeup
 from .watcher import Watcher
@@ -61,6 +64,7 @@ class _Inflight:
     dropped: list[ck.FileIdent]
     patterns: list[Any]
     truncated: bool
+    exported: View | None = None  # [prom] what the record commits, for the exported counters
 
 
 class Daemon:
@@ -85,7 +89,9 @@ class Daemon:
         self._results: queue.Queue[ck.WriteResult] = queue.Queue()
         self.health = Health()
         self.notifier = Notifier()
-        self.metrics = Metrics(cfg.patterns.max_patterns)
+        self.metrics = Metrics(cfg.patterns.max_patterns, cfg.patterns.key_fields, cfg.metrics.pattern_series)
+        # [prom] which patterns get their own series: committed state (series_policy.py)
+        self.slots = SeriesSlots(cfg.metrics.pattern_series, cfg.metrics.pattern_series_min_events)
         self.http: HttpServer | None = None
         self.watcher: Watcher | None = None
         self.writer: ck.JournalWriter | None = None
@@ -245,6 +251,10 @@ class Daemon:
         old = state.settings
         if old is not None and old.digest != settings.digest:
             self._archive(state, old, settings)
+            # [prom] the exported counters continue from offsets made durable before the reset is.
+            mark = f"{old.digest}:{state.seq}:{state.totals.events}"
+            totals = (state.totals.events, state.totals.overflow)
+            archive_offsets(self.state_dir, state.patterns.values(), totals, mark, old.key_fields)
             state.patterns = {}
             state.totals = ck.Totals(0, 0, state.totals.bytes_read, dict(state.totals.skipped))
             generation += 1
@@ -260,9 +270,17 @@ class Daemon:
         self._base_overflow = self.counter.overflow_count
         self._base_skipped = dict(self.counter.skipped)
         self._base_bytes_read = self._bytes_read_total
-        # Per-pattern counters start from each pattern's count at process start; kept only when enabled.
-        self._pattern_base = (
-            {p.id: p.count for p in self.counter.table.values()} if self.cfg.metrics.pattern_series else {}
+        # [prom] the exported counters start from the recovered (durable) state, before any scrape sees them
+        c = self.counter
+        self.slots.recovered(c.table)
+        self.metrics.exported.recovered(
+            load_offsets(self.state_dir),
+            c.events_total,
+            c.overflow_count,
+            c.skipped,
+            len(c.table),
+            self.slots.held,
+            self.slots.recent,
         )
         self._durable_events = self._events_at_cut = self.counter.events_total
         self._status_mark = (time.monotonic(), self.counter.events_total)
@@ -457,6 +475,8 @@ class Daemon:
         self._seq += 1
         files = list(self.sources.dirty)
         dropped = list(self.sources.dropped)
+        # [prom] series grants go into this record, with the counts that caused them
+        self.slots.grant(self.counter.dirty, self.counter.table)
         pats = list(self.counter.dirty)
         c = self.counter
         entries = [t.entry() for t in files]
@@ -478,6 +498,9 @@ class Daemon:
             dropped,
             pats,
             truncated is not None,
+            self.metrics.exported.capture(  # [prom]
+                c.events_total, c.overflow_count, c.skipped, len(c.table), self.slots.held, self.slots.recent
+            ),
         )
         self.sources.dirty = set()
         self.sources.dropped = set()
@@ -525,6 +548,8 @@ class Daemon:
         if r.ok:
             self._ckpt_durations.append(r.duration)
             self._durable_events = r.events_total
+            if inf.exported is not None:
+                self.metrics.exported.on_durable(inf.exported)  # [prom]
             for t, off in inf.files:
                 t.committed = off
             if self._last_error_log:
@@ -575,12 +600,6 @@ class Daemon:
         read_lag, ckpt_lag, per_file = self._lags()
         # Files at zero lag are exported too (bounded by top_files): an empty panel reads as "broken".
         lags = heapq.nlargest(self.cfg.metrics.top_files, per_file)
-        k = self.cfg.metrics.pattern_series
-        top = (
-            [(p.id, p.template or "", p.count - self._pattern_base.get(p.id, 0)) for p in c.top(k)]
-            if k
-            else []
-        )
         events, overflow, bytes_read, lag_events = self._totals()
         st = Stats(
             events=events,
@@ -595,7 +614,6 @@ class Daemon:
             checkpoint_lag_bytes=ckpt_lag,
             checkpoint_lag_events=lag_events,
             file_lags=[(p, n) for n, p in lags],
-            top_patterns=top,
         )
         self.metrics.observe(st)
 

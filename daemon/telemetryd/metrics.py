@@ -6,6 +6,7 @@ difference, so the hot path never touches a metric object.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import (
@@ -19,7 +20,7 @@ from prometheus_client import (
 )
 
 from . import __version__
-from .events import SKIP_REASONS
+from .exported import ExportedCounts
 
 # 100 µs .. 10 s, about three buckets a decade: checkpoint cost must be resolvable at both ends.
 DURATION_BUCKETS = (
@@ -61,23 +62,22 @@ class Stats:
     checkpoint_lag_bytes: int = 0
     checkpoint_lag_events: int = 0
     file_lags: list[tuple[str, int]] = field(default_factory=list)  # the top files by read lag
-    top_patterns: list[tuple[str, str, int]] = field(default_factory=list)  # id, template, count
 
 
 class Metrics:
-    def __init__(self, max_patterns: int) -> None:
+    def __init__(self, max_patterns: int, key_fields: Sequence[str] = (), pattern_series: int = 0) -> None:
         r = self.registry = CollectorRegistry()
         process_collector.ProcessCollector(registry=r)
         platform_collector.PlatformCollector(registry=r)
         gc_collector.GCCollector(registry=r)
-        self.events = Counter(
-            "telemetryd_events", "Events counted into patterns (overflow included)", registry=r
-        )
-        self.overflow = Counter(
-            "telemetryd_overflow_events", "Events counted in the overflow bucket", registry=r
-        )
-        self.skipped = Counter(
-            "telemetryd_lines_skipped", "Lines not counted, by reason", ["reason"], registry=r
+        # The committed event counters and per-pattern series (exported.py); the counter below is this
+        # process's own view of what it has read, committed or not.
+        self.exported = ExportedCounts(key_fields, pattern_series)
+        r.register(self.exported)
+        self.events_read = Counter(
+            "telemetryd_events_read",
+            "Events counted by this process since it started, committed or not (resets at restart)",
+            registry=r,
         )
         self.bytes_read = Counter("telemetryd_bytes_read", "Bytes consumed from sources", registry=r)
         self.patterns = Gauge("telemetryd_patterns", "Distinct patterns held", registry=r)
@@ -135,14 +135,9 @@ class Metrics:
             buckets=INGEST_BUCKETS,
             registry=r,
         )
-        self.pattern_events = Counter(
-            "telemetryd_pattern_events", "Events of the top patterns", ["pattern_id", "template"], registry=r
-        )
         self.build = Gauge("telemetryd_build_info", "Build information", ["version"], registry=r)
         self.build.labels(__version__).set(1)
         self.patterns_max.set(max_patterns)
-        for reason in SKIP_REASONS:
-            self.skipped.labels(reason)
         for kind in ROTATION_KINDS:
             self.rotations.labels(kind)
         for outcome in RECOVERY_OUTCOMES:
@@ -152,13 +147,11 @@ class Metrics:
             self.compactions.labels(result)
         self._prev = Stats()
         self._file_lag_paths: set[str] = set()
-        self._pattern_seen: dict[str, int] = {}
 
     def observe_counts(self, events: int, overflow: int, bytes_read: int, checkpoint_lag_events: int) -> None:
-        """The cheap totals, after each read pass: a scrape sees an event counted the moment it is."""
+        """The cheap since-start totals, after each read pass (the committed counters are exported.py's)."""
         p = self._prev
-        self.events.inc(events - p.events)
-        self.overflow.inc(overflow - p.overflow)
+        self.events_read.inc(events - p.events)
         self.bytes_read.inc(bytes_read - p.bytes_read)
         self.ckpt_lag_events.set(checkpoint_lag_events)
         p.events, p.overflow, p.bytes_read = events, overflow, bytes_read
@@ -166,7 +159,6 @@ class Metrics:
     def observe(self, s: Stats) -> None:
         self.observe_counts(s.events, s.overflow, s.bytes_read, s.checkpoint_lag_events)
         p = self._prev
-        _inc_labelled(self.skipped, s.skipped, p.skipped)
         _inc_labelled(self.rotations, s.rotations, p.rotations)
         _inc_labelled(self.source_errors, s.source_errors, p.source_errors)
         self.patterns.set(s.patterns)
@@ -179,14 +171,6 @@ class Metrics:
         for path, lag in s.file_lags:
             self.file_lag.labels(path).set(lag)
         self._file_lag_paths = paths
-        # `count` is the pattern's events since process start, so a pattern entering the top K late
-        # still reports everything this process counted for it.
-        for pid, tpl, count in s.top_patterns:
-            before = self._pattern_seen.get(pid, 0)
-            child = self.pattern_events.labels(pid, tpl)
-            if count > before:
-                child.inc(count - before)
-            self._pattern_seen[pid] = count
         self._prev = Stats(
             s.events, s.overflow, s.bytes_read, dict(s.skipped), dict(s.rotations), dict(s.source_errors)
         )
