@@ -165,13 +165,19 @@ def _random_id(w: str) -> bool:
     return changes * 3 >= n
 
 
+def _prefixed_id(w: str) -> bool:
+    head, _, tail = w.rpartition("_")
+    return bool(head) and len(tail) >= 16 and tail.isalpha() and not (tail.islower() or tail.isupper())
+
+
 def _is_var_word(w: str) -> bool:
     """A word (letters, digits, underscore) that carries a value rather than message text."""
     if w.lower() in _VALUE_WORDS:
         return True
     if not any(c.isdigit() for c in w):
-        # "evt_FbKIYKLONVUEQkufZpHtKbIi": a prefixed random id
-        return len(w) >= 12 and any(map(_random_id, w.split("_")))
+        # "evt_FbKIYKLONVUEQkufZpHtKbIi": a prefixed random id; after a prefix, 16+ letters of both
+        # cases are enough
+        return (len(w) >= 12 and any(map(_random_id, w.split("_")))) or _prefixed_id(w)
     if _random_id(w):
         return True
     if w[0].isdigit() or "_" in w:
