@@ -8,7 +8,8 @@ The workload is ../shared/bench/gen_events.py's (reference: digit variables) or 
 (service: UUIDs, names, emails, pods..., with the true template of each line), generated once; for
 F files the same lines are cut into F consecutive parts. Per round, the bare loop and the daemon
 (default settings: key fields event_type, service, level; template of message; durable checkpoints
-every 1000 events; fresh state dir) run one after the other on the same files with the page cache warm; the best of R rounds is
+every 1000 events; fresh state dir) run one after the other on the same files with the page cache warm;
+the best of R rounds is
 reported, with its ratio to the best bare loop, and the median and range of each round's own ratio.
 The daemon's figure includes process start, recovery and the final checkpoint; its checkpoint count
 and p50/p99 come from the summary it logs at stop. Beside the speed: the live pattern count, the
