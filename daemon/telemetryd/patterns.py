@@ -285,9 +285,9 @@ class PatternCounter:
             self.dirty.add(e)
             self.dirty.add(g)
         self._live[gk] = keep
-        # Cached lookups may name a folded entry.
-        self._fast.clear()
-        self._fast0.clear()
+        # The hot-path caches are kept: an entry they name may now be folded, and whoever counts into
+        # it follows `absorbed_into` to the general pattern, which is the pattern its texts have now
+        # (masking is monotone: the general template of the folded template is that of its texts).
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
@@ -423,7 +423,7 @@ class PatternCounter:
         table = self.table
         for p, n in tally.items():
             assert isinstance(p, PatternState)
-            while p.absorbed_into is not None:  # folded by a lookup later in this block
+            while p.absorbed_into is not None:  # cached before a fold, or folded later in this block
                 p = table[p.absorbed_into]
             p.count += n
             p.last_seen = now
@@ -471,6 +471,8 @@ class PatternCounter:
             if p is None:
                 overflow += 1
                 continue
+            while p.absorbed_into is not None:  # a cached entry folded since
+                p = self.table[p.absorbed_into]
             p.count += 1
             p.last_seen = now
             dirty_add(p)
