@@ -62,7 +62,7 @@ _EMAIL = re.compile(r"(?<![\w.+/:-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.
 _QUOTED = re.compile(r'"[^"\s]*(?:\s[^"]*)?"')
 _HTTP_METHOD = re.compile(r'"(?:GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS|CONNECT|TRACE) ')
 # A Kubernetes pod name: <workload>-<replica-set hash>-<5 characters>.
-_POD = re.compile(r"(?<![\w.-])[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{6,10}-[a-z0-9]{5}(?![\w.-])")
+_POD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{6,10}-[a-z0-9]{5}")
 _USER_KEY = re.compile(r"(?i:(?<![\w.])((?:user|username|uname|login|account)=))[^\s,;)\]]+")
 
 # --- stage 2, first: values recognised whole within one token ----------------------------------
@@ -209,7 +209,7 @@ def _mask_piece(piece: str, following: str) -> str:
     trail = piece[len(piece.rstrip(".-")) :]
     if lead == "-" and core[0].isdigit():
         lead, core = "", "-" + core
-    if _is_hostname(core):
+    if _is_hostname(core) or ("-" in core and _POD.fullmatch(core)):
         return lead + _P + trail
     if core[0] == "-" or core[0].isdigit():
         body = core[1:] if core[0] == "-" else core
@@ -256,6 +256,8 @@ def _mask_token(tok: str) -> str:
         tok = _IP_LIST.sub(_P, tok)
     if "=" in tok:
         tok = _USER_KEY.sub(r"\1<*>", tok)
+    if "@" in tok:
+        tok = _EMAIL.sub(_P, tok)
     parts = _TOKEN.findall(tok)
     n = len(parts)
     out = []
@@ -292,15 +294,12 @@ def _mask_token(tok: str) -> str:
 # read them in context (clock times, sizes). Each alternative treats the digits as one class, so the digit-
 # shape sharing of the later rules holds through it.
 _STAGE0 = re.compile(
-    "|".join(
-        (
-            # UUID
-            r"\b[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\b",
-            # a word of 10+ letters, digits and underscores with 2+ digits and a letter in it: an id
-            # (hex digest, base62 key with its prefix, run id), not a name such as "Slf4jLogger"
-            r"(?<![\w.:/@-])(?=(?:[A-Za-z_]*[0-9]){2})(?=[0-9_]*[A-Za-z])[A-Za-z0-9_]{10,}(?![\w.:/@-])",
-        )
-    )
+    # One leading test that fails at once inside a word, then the alternatives: a UUID, or a word of 10+
+    # letters, digits and underscores with 2+ digits and a letter in it: an id (hex digest, base62 key
+    # with its prefix, run id), not a name such as "Slf4jLogger".
+    r"(?<![0-9A-Za-z_])(?=[\w-]{10})(?:"
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\b"
+    r"|(?<![.:/@-])(?=(?:[A-Za-z_]*[0-9]){2})(?=[0-9_]*[A-Za-z])[A-Za-z0-9_]{10,}(?![\w.:/@-]))"
 )
 
 
@@ -365,12 +364,8 @@ class Masker:
             text = _EMPTY_PARENS.sub("(<*>)", text)
         if "ser " in text or "SER " in text:
             text = _USER_WORD.sub(r"\1 <*>", text)
-        if "@" in text:
-            text = _EMAIL.sub(_P, text)
         if '"' in text:
             text = _QUOTED.sub(_quoted, text)
-        if "-" in text:
-            text = _POD.sub(_P, text)
         cache = self._tokens
         get = cache.get
         out = []
