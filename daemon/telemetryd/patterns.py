@@ -190,6 +190,9 @@ class PatternCounter:
         # position becoming variable folds. Both are derived from the table, never committed.
         self.structure = Structure()
         self._live: dict[GroupKey, list[PatternState]] = {}
+        # After a restore the structure is derived when a new template first needs it, not before
+        # READY: recovery hands over a million patterns in O(1) and must stay so.
+        self._structure_ready = True
 
     def restore(
         self, patterns: dict[str, PatternState], events_total: int, overflow: int, skipped: dict[str, int]
@@ -203,18 +206,19 @@ class PatternCounter:
         self._fast = {}
         self._fast0 = {}
         self._kcache = {}
-        self._derive_structure()
+        self._structure_ready = False
 
     def _derive_structure(self) -> None:
         """Rebuild the structural stage from the committed entries (structure.py says why it is exact)."""
+        self._structure_ready = True
         st = self.structure = Structure()
         live: dict[GroupKey, list[PatternState]] = {}
         for p in self.table.values():
             if p.template is None or len(p.example) >= EXAMPLE_MAX_CHARS:
                 continue
-            st.observe(p.key, p.template)
+            gk, _ = st.observe_in_group(p.key, p.template)
             if p.absorbed_into is None:
-                live.setdefault(st.group_of(p.key, p.template)[0], []).append(p)
+                live.setdefault(gk, []).append(p)
         self._live = live
 
     def live_patterns(self) -> list[PatternState]:
@@ -226,6 +230,8 @@ class PatternCounter:
     ) -> PatternState | None:
         """The pattern of (key, rule template), creating it if the cap allows; None means overflow."""
         ex = self.ex
+        if not self._structure_ready:
+            self._derive_structure()
         structural = tpl is not None and len(text) < EXAMPLE_MAX_CHARS
         t = self.structure.apply(key, tpl) if structural and tpl is not None else tpl
         pid = pattern_id(ex.key_fields, key, t)

@@ -79,16 +79,20 @@ class _Counts:
         # token rules found a value there, so fewer distinct values make the position variable.
         self.partial = [0] * n
 
-    def add(self, pieces: Sequence[str], positions: Iterable[int], cap: int) -> None:
+    def add(self, pieces: Sequence[str], positions: Iterable[int], cap: int) -> list[int]:
+        """Record the pieces at `positions`; returns the positions that got a new value."""
+        new = []
         for i in positions:
             vals = self.values[i]
             p = pieces[i]
             if len(vals) < cap and p not in vals:
                 vals.add(p)
+                new.append(i)
                 if p[:1].isupper():
                     self.capital[i] = True
                 if PLACEHOLDER in p:
                     self.partial[i] = max(self.partial[i], 1 if p == PLACEHOLDER else 2)
+        return new
 
     def varies(self, i: int, at: int, long: bool) -> bool:
         if long and not self.capital[i]:
@@ -127,7 +131,9 @@ class Structure:
 
     def __init__(self, variable_at: int = VARIABLE_AT) -> None:
         self.variable_at = variable_at
-        self._groups: dict[GroupKey, _Group] = {}
+        # A group seen with one template only is that template (most groups, when key values are many):
+        # nothing can vary in it, and a tuple costs far less than a _Group.
+        self._groups: dict[GroupKey, _Group | tuple[str, ...]] = {}
 
     @staticmethod
     def group_of(key: tuple[str | None, ...], template: str) -> tuple[GroupKey, list[str], list[str]]:
@@ -140,24 +146,37 @@ class Structure:
 
     def observe(self, key: tuple[str | None, ...], template: str) -> GroupKey | None:
         """Record a rule template; returns its group's key if what the group masks changed."""
+        gk, changed = self.observe_in_group(key, template)
+        return gk if changed else None
+
+    def observe_in_group(self, key: tuple[str | None, ...], template: str) -> tuple[GroupKey, bool]:
+        """Record a rule template: (its group's key, whether what the group masks changed)."""
         gk, pieces, _ = self.group_of(key, template)
-        g = self._groups.get(gk)
-        if g is None:
+        tp = tuple(pieces)
+        found = self._groups.get(gk)
+        if found is None or found == tp:
+            self._groups[gk] = tp
+            return gk, False
+        at = self.variable_at
+        if type(found) is tuple:
             # A long shared context is stronger evidence that the one word differing is a value.
             long = sum(1 for p in pieces if p) >= LONG_CONTEXT
             g = self._groups[gk] = _Group(len(pieces), _anchor(pieces), long)
-        tp = tuple(pieces)
+            g.members[found] = None
+            g.counts.add(found, [i for i in range(len(pieces)) if i != g.anchor], at)
+        else:
+            assert isinstance(found, _Group)
+            g = found
         if tp in g.members:
-            return None
+            return gk, False
         g.members[tp] = None
-        at = self.variable_at
-        others = [i for i in range(len(pieces)) if i != g.anchor]
-        g.counts.add(pieces, others, at)
-        cand = tuple(i for i in others if g.counts.varies(i, at, g.long))
-        if cand != g.candidates:
+        new = g.counts.add(pieces, [i for i in range(len(pieces)) if i != g.anchor], at)
+        # Candidates only grow, and only where a new value arrived.
+        grown = [i for i in new if i not in g.candidates and g.counts.varies(i, at, g.long)]
+        if grown:
             # New candidates: sub-groups merge. Rebuilt from the members (rare: at most once per
             # position of the group).
-            g.candidates = cand
+            cand = g.candidates = tuple(sorted((*g.candidates, *grown)))
             subs: dict[tuple[str, ...], _Counts] = {}
             for m in g.members:
                 proj = g.project(m)
@@ -167,9 +186,10 @@ class Structure:
                 sub.add(m, cand, at)
             g.subs = subs
             g.masked = {proj: self._sub_masked(g, sub) for proj, sub in subs.items()}
-            return gk
+            return gk, True
+        cand = g.candidates
         if not cand:
-            return None
+            return gk, False
         proj = g.project(pieces)
         sub = g.subs.get(proj)
         if sub is None:
@@ -177,15 +197,15 @@ class Structure:
         sub.add(pieces, cand, at)
         masked = self._sub_masked(g, sub)
         if masked == g.masked.get(proj, frozenset()):
-            return None
+            return gk, False
         g.masked[proj] = masked
-        return gk
+        return gk, True
 
     def apply(self, key: tuple[str | None, ...], template: str) -> str:
         """The template with the variable positions of its sub-group masked."""
         gk, pieces, seps = self.group_of(key, template)
         g = self._groups.get(gk)
-        if g is None or not g.candidates:
+        if not isinstance(g, _Group) or not g.candidates:
             return template
         masked = g.masked.get(g.project(pieces))
         if not masked:
@@ -201,7 +221,7 @@ class Structure:
         """(piece, reason) for each piece this stage masks in `template`: for `extract --explain`."""
         gk, pieces, _ = self.group_of(key, template)
         g = self._groups.get(gk)
-        if g is None or not g.candidates:
+        if not isinstance(g, _Group) or not g.candidates:
             return []
         proj = g.project(pieces)
         sub = g.subs.get(proj)
