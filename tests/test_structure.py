@@ -177,6 +177,7 @@ def test_explain_says_why() -> None:
     ]
     rows = list(extract_rows(Extractor(KEYS, "message", []), lines_of(evs), 1 << 20, explain=True))
     assert rows[0]["template"] == "user <*> logged in"
+    assert rows[0]["stage0"] == "user al logged in"
     assert rows[0]["rule_template"] == "user al logged in"
     assert rows[0]["variables"][0]["piece"] == "al" and "values" in rows[0]["variables"][0]["why"]
 
@@ -206,3 +207,11 @@ def test_long_lowercase_context_needs_one_value_fewer() -> None:
     for m in ("GET", "PUT", "POST"):
         c.observe((), f"<*> {m} <*> status: <*> len: <*> time: <*> via <*> and <*>")
     assert c.apply((), "<*> GET <*> status: <*> len: <*> time: <*> via <*> and <*>").split()[1] == "GET"
+
+
+def test_explain_shows_what_the_token_rules_took() -> None:
+    evs = [{"service": "s", "message": "run VLd9HlQ2BCPJ by ann@corp.example took 12ms"}]
+    (row,) = extract_rows(Extractor(KEYS, "message", []), lines_of(evs), 1 << 20, explain=True)
+    assert row["stage0"] == "run <*> by ann@corp.example took 12ms"
+    assert row["rule_template"] == row["template"] == "run <*> by <*> took <*>"
+    assert row["variables"] == []
