@@ -16,7 +16,6 @@ from . import __version__
 from . import checkpoint as ck
 from .config import Config, ConfigError, Overrides, load_config
 from .daemon import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Daemon
-from .events import DECODE_ERRORS, INVALID_UTF8, TOO_LONG, skip_reason
 from .extract import extract_rows
 from .logs import configure, get_logger
 from .patterns import Extractor
@@ -146,22 +145,6 @@ def cmd_patterns(args: argparse.Namespace) -> int:
 def _lines(f: BinaryIO) -> Iterator[bytes]:
     for raw in f:
         yield raw[:-1] if raw.endswith(b"\n") else raw
-
-
-def extract_line(ex: Extractor, line: bytes, max_line_bytes: int) -> dict[str, Any]:
-    """What the daemon would do with one line: its pattern, or why it would be skipped."""
-    if len(line) > max_line_bytes:
-        return {"skipped": TOO_LONG}
-    try:
-        line.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"skipped": INVALID_UTF8}
-    try:
-        ev = ex.schema.decoder.decode(line)
-    except DECODE_ERRORS as e:
-        return {"skipped": skip_reason(line, e)}
-    key, tpl, pid = ex.pattern_of(ev)
-    return {"id": pid, "key": dict(zip(ex.key_fields, key, strict=True)), "template": tpl}
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
