@@ -1,11 +1,14 @@
 """Pattern quality and speed on Loghub-2k: runs the shared evaluator and writes a Markdown report.
 
-    python bench/patterns.py [--cmd CMD] [--shuffle SEED] [--out docs/benchmarks-patterns.md]
+    python bench/patterns.py [--cmd CMD] [--shuffle SEED] [--service-seeds 3 4 5] [--out FILE]
 
 CMD is what the evaluator calls as `CMD extract --config CFG --json FILE`; by default `telemetryd` when
 it is installed and has `extract`, otherwise bench/extract_shim.py (Masker alone, no key fields). The
 report has the per-dataset table (GA, FGA, PA, FTA) in input order and under --shuffle SEED, the
-throughput of `extract` on all 28,000 messages, and the uncached cost of Masker.template().
+throughput of `extract` on all 28,000 messages, and the uncached cost of Masker.template(); then the
+service workload (../shared/bench/gen_service.py eval, one set per seed) scored the same way, beside
+Drain3 (../shared/bench/drain3_extract.py) when the drain3 package is importable, with pattern counts;
+and the digit-shape check of tests/test_digit_shape.py over every Loghub-2k message.
 """
 
 from __future__ import annotations
@@ -112,6 +115,67 @@ def masker_cost(data: Path) -> tuple[int, float, float]:
     return n, cold / n * 1e6, warm / n * 1e6
 
 
+def service_rows(evaluator: Path, shared: Path, cmd: str, seeds: list[int], shuffle: int) -> list[str]:
+    """The service workload: ours and Drain3's scores per seed, and whether ours holds under shuffle."""
+    try:
+        import drain3  # noqa: F401
+
+        drain_cmd: str | None = (
+            f"{shlex.quote(sys.executable)} {shlex.quote(str(shared / 'bench' / 'drain3_extract.py'))}"
+        )
+    except ImportError:
+        drain_cmd = None
+    out = [
+        "| seed | extractor | GA | FGA | PA | FTA | groups | truth groups | same under --shuffle |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            d = Path(tmp) / f"svc{seed}"
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(shared / "bench" / "gen_service.py"),
+                    "eval",
+                    str(d),
+                    "--seed",
+                    str(seed),
+                ],
+                check=True,
+            )
+            for name, c in (("telemetryd", cmd), ("Drain3", drain_cmd)):
+                if c is None:
+                    out.append(f"| {seed} | Drain3 | (drain3 not installed) | | | | | | |")
+                    continue
+                (r,), _ = run_eval(evaluator, c, d, None)
+                (rs,), _ = run_eval(evaluator, c, d, shuffle)
+                same = all(r[k] == rs[k] for k in (*METRICS, "groups"))
+                cells = " | ".join(r[k] for k in METRICS)
+                out.append(
+                    f"| {seed} | {name} | {cells} | {r['groups']} | {r['truth']} |"
+                    f" {'yes' if same else 'NO'} |"
+                )
+    return out
+
+
+def loghub_digit_shapes(data: Path) -> tuple[int, int]:
+    """tests/test_digit_shape.py's check over every Loghub-2k message: (messages, shared)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_digit_shape import check, same_shape
+
+    m = Masker()
+    rnd = random.Random(7)
+    n = shared = 0
+    for f in sorted(data.glob("*.events.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            text = json.loads(line)["message"]
+            for _ in range(2):
+                check(m, text, same_shape(text, rnd))
+            shared += m.shared_by_shape(m.prepare(text), m.template(text))
+            n += 1
+    return n, shared
+
+
 def table(rows: list[dict[str, str]], shuffled: list[dict[str, str]]) -> list[str]:
     out = [
         "| dataset | GA | FGA | PA | FTA | groups | truth groups | same under --shuffle |",
@@ -132,6 +196,9 @@ def main() -> int:
     ap.add_argument("--shared", type=Path, default=Path(os.environ.get("SHARED", ROOT.parent / "shared")))
     ap.add_argument("--shuffle", type=int, default=1234, help="seed of the order-independence run")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-patterns.md")
+    ap.add_argument(
+        "--service-seeds", type=int, nargs="*", default=[3, 4, 5], help="none: skip the service set"
+    )
     a = ap.parse_args()
     cmd = a.cmd or default_cmd()
     evaluator = a.shared / "bench" / "loghub_eval.py"
@@ -141,6 +208,8 @@ def main() -> int:
     shuffled, avg_shuffled = run_eval(evaluator, cmd, data, a.shuffle)
     n_lines, rate, same_ids = extract_speed_and_stability(cmd, data, a.shuffle)
     n_distinct, cold_us, warm_us = masker_cost(data)
+    svc = service_rows(evaluator, a.shared, cmd, a.service_seeds, a.shuffle) if a.service_seeds else []
+    n_shapes, n_shared = loghub_digit_shapes(data)
 
     shown_cmd = "bench/extract_shim.py" if "extract_shim.py" in cmd else Path(shlex.split(cmd)[0]).name
     report = [
@@ -165,8 +234,21 @@ def main() -> int:
         f"- `Masker.template()` on the {n_distinct} distinct messages, i.e. with the core's per-message "
         f"cache missing: {cold_us:.1f} µs/message with a fresh Masker, {warm_us:.1f} µs/message once its "
         "token memo is warm",
+        f"- digit-shape check (tests/test_digit_shape.py) over all {n_shapes} Loghub-2k messages, each "
+        f"with its digits changed twice: passed; {n_shared} of them share their template by shape",
         "",
     ]
+    if svc:
+        report += [
+            "## Pattern quality (service telemetry)",
+            "",
+            "`gen_service.py eval OUT --seed S` (4,000 messages, 40 true templates; word variables",
+            "drawn from random pools), scored by the same evaluator (`--data OUT`); Drain3 with its",
+            f"defaults plus digit and hex masks (`drain3_extract.py`). Shuffle seed {a.shuffle}.",
+            "",
+            *svc,
+            "",
+        ]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text("\n".join(report), encoding="utf-8")
     print("\n".join(report))

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """Throughput of `telemetryd run --once` on the reference workload, beside the bare-loop ceiling.
 
-Usage: throughput.py [--lines N] [--files 1 16 256] [--runs R] [--shared DIR] [--profile] [--instructions]
+Usage: throughput.py [--workload reference|service] [--lines N] [--files 1 16 256] [--runs R]
+                     [--shared DIR] [--profile] [--instructions]
 
-The workload is ../shared/bench/gen_events.py's, generated once; for F files the same lines are cut
-into F consecutive parts. Per round, the bare loop and the daemon (default settings: key fields
-event_type, service, level; template of message; durable checkpoints every 1000 events; fresh state
-dir) run one after the other on the same files with the page cache warm; the best of R rounds is
+The workload is ../shared/bench/gen_events.py's (reference: digit variables) or gen_service.py's
+(service: UUIDs, names, emails, pods..., with the true template of each line), generated once; for
+F files the same lines are cut into F consecutive parts. Per round, the bare loop and the daemon
+(default settings: key fields event_type, service, level; template of message; durable checkpoints
+every 1000 events; fresh state dir) run one after the other on the same files with the page cache warm;
+the best of R rounds is
 reported, with its ratio to the best bare loop, and the median and range of each round's own ratio.
 The daemon's figure includes process start, recovery and the final checkpoint; its checkpoint count
-and p50/p99 come from the summary it logs at stop.
+and p50/p99 come from the summary it logs at stop. Beside the speed: the live pattern count, the
+events in the overflow bucket, the distinct (key values, true template) pairs of the input (service
+workload) and the daemon's peak RSS.
 --profile also runs the daemon's code once under cProfile (in this process) and prints where the
 time goes. --instructions also counts the CPU instructions of both (one file, each a whole process,
 under valgrind's callgrind): a figure this shared machine's noise cannot move, for comparing changes.
@@ -72,6 +77,9 @@ class DaemonRun:
     cpu: float
     events: int
     summary: dict[str, object]
+    patterns: int = 0
+    overflow: int = 0
+    rss_mb: float = 0.0
 
 
 def daemon_once(directory: Path, tmp: Path) -> DaemonRun:
@@ -81,20 +89,53 @@ def daemon_once(directory: Path, tmp: Path) -> DaemonRun:
     cfg.write_text(CONFIG.format(state=state))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    p = subprocess.run(
-        [BIN, "run", "--once", "--config", str(cfg), "--path", str(directory / "*.jsonl")],
-        check=True,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = tmp / "daemon.log"
+    rss_file = tmp / "rss.txt"
+    # The peak RSS of the daemon itself: GNU time reports it from the exec'd process. (A forked child's
+    # own ru_maxrss would start at this bench process's size, which holds the bare loop's data.)
+    timer = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] if os.path.exists("/usr/bin/time") else []
+    with open(log, "wb") as logf:
+        p = subprocess.run(
+            [*timer, BIN, "run", "--once", "--config", str(cfg), "--path", str(directory / "*.jsonl")],
+            stderr=logf,
+            check=False,
+        )
     seconds = time.perf_counter() - t0
+    err = log.read_text()
+    if p.returncode:
+        sys.exit(f"daemon failed:\n{err}")
+    rss = int(rss_file.read_text().split()[-1]) / 1024 if timer else float("nan")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary: dict[str, object] = {}
-    for line in p.stderr.splitlines():
+    for line in err.splitlines():
         if '"stopped"' in line:
             summary = json.loads(line)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return DaemonRun(seconds, cpu, int(summary.get("events_total", 0)), summary)  # type: ignore[call-overload]
+    doc = json.loads(
+        subprocess.run(
+            [BIN, "patterns", "--json", "--config", str(cfg)], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    return DaemonRun(
+        seconds,
+        cpu,
+        int(summary.get("events_total", 0)),  # type: ignore[call-overload]
+        summary,
+        len(doc["patterns"]),
+        int(doc["overflow_count"]),
+        rss,
+    )
+
+
+def true_pairs(data: Path) -> int:
+    """Distinct (key values, true template) pairs: what a perfect extractor's pattern count would be."""
+    dec = msgspec.json.Decoder(Ev)
+    pairs = set()
+    with open(data, "rb") as f, open(str(data) + ".truth", "rb") as t:
+        for line, tpl in zip(f, t, strict=True):
+            e = dec.decode(line)
+            pairs.add((e.event_type, e.service, e.level, tpl))
+    return len(pairs)
 
 
 def split_into(data: Path, files: int, out: Path) -> list[Path]:
@@ -173,6 +214,7 @@ def profile(directory: Path, tmp: Path, top: int = 14) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--workload", choices=["reference", "service"], default="reference")
     ap.add_argument("--lines", type=int, default=2_000_000)
     ap.add_argument("--files", type=int, nargs="+", default=[1, 16, 256])
     ap.add_argument("--runs", type=int, default=3)
@@ -188,11 +230,13 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tlmd-bench-"))
     try:
         data = tmp / "events.jsonl"
-        subprocess.run(
-            [sys.executable, os.path.join(a.shared, "bench", "gen_events.py"), str(data), str(a.lines)],
-            check=True,
-        )
+        if a.workload == "service":
+            gen = [os.path.join(a.shared, "bench", "gen_service.py"), "events", str(data), str(a.lines)]
+        else:
+            gen = [os.path.join(a.shared, "bench", "gen_events.py"), str(data), str(a.lines)]
+        subprocess.run([sys.executable, *gen], check=True)
         size_mb = data.stat().st_size / 1e6
+        truth_pairs = true_pairs(data) if a.workload == "service" else None
         sets = {n: split_into(data, n, tmp / f"f{n}") for n in a.files}
         data.unlink()
         bare: dict[int, list[float]] = {n: [] for n in a.files}
@@ -205,7 +249,8 @@ def main() -> None:
                     sys.exit(f"daemon counted {r.events} events, expected {a.lines}")
                 runs[n].append(r)
         print(
-            f"lines={a.lines} size={size_mb:.0f}MB rounds={a.runs} (best of), machine: {os.cpu_count()} CPUs"
+            f"workload={a.workload} lines={a.lines} size={size_mb:.0f}MB rounds={a.runs} (best of),"
+            f" machine: {os.cpu_count()} CPUs"
         )
         for n in a.files:
             b = min(bare[n])
@@ -227,6 +272,12 @@ def main() -> None:
             print(
                 f"  checkpoints: {s.get('checkpoints_written')} written, p50 {s.get('checkpoint_p50_ms')} ms,"
                 f" p99 {s.get('checkpoint_p99_ms')} ms, max {s.get('checkpoint_max_ms')} ms"
+            )
+            truth = f", true (key, template) pairs {truth_pairs}" if truth_pairs is not None else ""
+            ratio = f" = {d.patterns / truth_pairs:.2f} x" if truth_pairs else ""
+            print(
+                f"  patterns {d.patterns}{truth}{ratio}, overflow {d.overflow},"
+                f" peak RSS {max(r.rss_mb for r in runs[n]):.0f} MB"
             )
         if a.profile:
             profile(tmp / f"f{a.files[0]}", tmp)

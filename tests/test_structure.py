@@ -177,5 +177,41 @@ def test_explain_says_why() -> None:
     ]
     rows = list(extract_rows(Extractor(KEYS, "message", []), lines_of(evs), 1 << 20, explain=True))
     assert rows[0]["template"] == "user <*> logged in"
+    assert rows[0]["stage0"] == "user al logged in"
     assert rows[0]["rule_template"] == "user al logged in"
     assert rows[0]["variables"][0]["piece"] == "al" and "values" in rows[0]["variables"][0]["why"]
+
+
+def test_templates_sharing_a_first_word_do_not_mask_each_other() -> None:
+    s = Structure()
+    rnd = random.Random(4)
+    flags = [f"flag {''.join(rnd.choices('abcdefgh', k=6))} set to on for tenant t{i}" for i in range(10)]
+    for t in flags:
+        s.observe((), "feature " + t)
+    s.observe((), "feature store lookup for entity <*> missed <*> features")
+    assert s.apply((), "feature store lookup for entity <*> missed <*> features") == (
+        "feature store lookup for entity <*> missed <*> features"
+    )
+    assert s.apply((), "feature " + flags[0]) == "feature flag <*> set to on for tenant <*>"
+
+
+def test_long_lowercase_context_needs_one_value_fewer() -> None:
+    s = Structure()
+    for ns in ("alpha", "beta", "gamma"):
+        s.observe((), f"pod <*> in namespace {ns} restarted after probe failure at <*>")
+    assert s.apply((), "pod <*> in namespace beta restarted after probe failure at <*>") == (
+        "pod <*> in namespace <*> restarted after probe failure at <*>"
+    )
+    # capitalised values are message text (methods, states): they need the full threshold
+    c = Structure()
+    for m in ("GET", "PUT", "POST"):
+        c.observe((), f"<*> {m} <*> status: <*> len: <*> time: <*> via <*> and <*>")
+    assert c.apply((), "<*> GET <*> status: <*> len: <*> time: <*> via <*> and <*>").split()[1] == "GET"
+
+
+def test_explain_shows_what_the_token_rules_took() -> None:
+    evs = [{"service": "s", "message": "run VLd9HlQ2BCPJ by ann@corp.example took 12ms"}]
+    (row,) = extract_rows(Extractor(KEYS, "message", []), lines_of(evs), 1 << 20, explain=True)
+    assert row["stage0"] == "run <*> by ann@corp.example took 12ms"
+    assert row["rule_template"] == row["template"] == "run <*> by <*> took <*>"
+    assert row["variables"] == []

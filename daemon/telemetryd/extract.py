@@ -35,8 +35,9 @@ def extract_rows(
     ex: Extractor, lines: Iterable[bytes], max_line_bytes: int, explain: bool = False
 ) -> Iterator[dict[str, Any]]:
     """One result per line, in input order: {"id", "key", "template"} or {"skipped": reason}; with
-    `explain`, also "rule_template" (after the token rules) and "variables": the pieces the structural
-    stage masked and why."""
+    `explain`, also "stage0" (the text after user masks and stage 0 of the token rules: the typed
+    values it removed), "rule_template" (after all token rules) and "variables": the pieces the
+    structural stage masked and why."""
     firsts = [_first_pass(ex, ln, max_line_bytes) for ln in lines]
     st = Structure()
     for kind, key, rest in firsts:
@@ -54,6 +55,7 @@ def extract_rows(
             "template": final,
         }
         if explain:
+            row["stage0"] = ex.masker.prepare(text) if tpl is not None else None
             row["rule_template"] = tpl
             why = st.why(key, tpl) if final != tpl and tpl is not None else []
             row["variables"] = [{"piece": p, "why": w} for p, w in why]

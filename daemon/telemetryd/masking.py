@@ -18,7 +18,8 @@ User masks (regex, literal replacement) run first, on the raw text.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import pairwise
 
 RULESET_VERSION = "2"
@@ -61,7 +62,7 @@ _EMAIL = re.compile(r"(?<![\w.+/:-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.
 _QUOTED = re.compile(r'"[^"\s]*(?:\s[^"]*)?"')
 _HTTP_METHOD = re.compile(r'"(?:GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS|CONNECT|TRACE) ')
 # A Kubernetes pod name: <workload>-<replica-set hash>-<5 characters>.
-_POD = re.compile(r"(?<![\w.-])[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{6,10}-[a-z0-9]{5}(?![\w.-])")
+_POD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{6,10}-[a-z0-9]{5}")
 _USER_KEY = re.compile(r"(?i:(?<![\w.])((?:user|username|uname|login|account)=))[^\s,;)\]]+")
 
 # --- stage 2, first: values recognised whole within one token ----------------------------------
@@ -135,8 +136,8 @@ _MAX_TEXT = 16384
 _MERGES = (("<*><*>", _P), ("<*>.<*>", _P), ("<<*>>", _P), ("<*>>", _P))
 
 # --- the digit shape: a cache key that many messages share ---------------------------------------
-# Every rule treats the ASCII digits as one class, except the three spots matched below: the named
-# values with digits ("sha256" stays, "sha111" is a value), "0x" (a hex prefix; "1x" is not) and the
+# Every rule (stage 0 too) treats the ASCII digits as one class, except the three spots matched below:
+# the named values with digits ("sha256" stays, "sha111" is a value), "0x" (a hex prefix; "1x" is not) and the
 # PCI function digit ([0-7]). So two texts that differ only in which ASCII digit stands where get
 # templates of the same structure; when a template keeps no digit, it is the template of every text of
 # that shape. Texts whose shape could touch one of those three spots are never shared.
@@ -164,13 +165,19 @@ def _random_id(w: str) -> bool:
     return changes * 3 >= n
 
 
+def _prefixed_id(w: str) -> bool:
+    head, _, tail = w.rpartition("_")
+    return bool(head) and len(tail) >= 16 and tail.isalpha() and not (tail.islower() or tail.isupper())
+
+
 def _is_var_word(w: str) -> bool:
     """A word (letters, digits, underscore) that carries a value rather than message text."""
     if w.lower() in _VALUE_WORDS:
         return True
     if not any(c.isdigit() for c in w):
-        # "evt_FbKIYKLONVUEQkufZpHtKbIi": a prefixed random id
-        return len(w) >= 12 and any(map(_random_id, w.split("_")))
+        # "evt_FbKIYKLONVUEQkufZpHtKbIi": a prefixed random id; after a prefix, 16+ letters of both
+        # cases are enough
+        return (len(w) >= 12 and any(map(_random_id, w.split("_")))) or _prefixed_id(w)
     if _random_id(w):
         return True
     if w[0].isdigit() or "_" in w:
@@ -202,7 +209,7 @@ def _mask_piece(piece: str, following: str) -> str:
     trail = piece[len(piece.rstrip(".-")) :]
     if lead == "-" and core[0].isdigit():
         lead, core = "", "-" + core
-    if _is_hostname(core):
+    if _is_hostname(core) or ("-" in core and _POD.fullmatch(core)):
         return lead + _P + trail
     if core[0] == "-" or core[0].isdigit():
         body = core[1:] if core[0] == "-" else core
@@ -249,6 +256,8 @@ def _mask_token(tok: str) -> str:
         tok = _IP_LIST.sub(_P, tok)
     if "=" in tok:
         tok = _USER_KEY.sub(r"\1<*>", tok)
+    if "@" in tok:
+        tok = _EMAIL.sub(_P, tok)
     parts = _TOKEN.findall(tok)
     n = len(parts)
     out = []
@@ -277,6 +286,23 @@ def _mask_token(tok: str) -> str:
     return _WORD_VAR.sub(_P, res)
 
 
+# --- stage 0: typed values, one C-level pass ------------------------------------------------------
+# Values that are values wherever they stand, replaced by one compiled regex before anything else. The
+# rest of the rules see its output, so a message's template is a function of that output: the daemon
+# caches templates by it (a message of service telemetry has unique ids in it, so its digit shape is
+# never shared; the digit shape of its stage-0 text is). Numbers are left to the later rules, which
+# read them in context (clock times, sizes). Each alternative treats the digits as one class, so the digit-
+# shape sharing of the later rules holds through it.
+_STAGE0 = re.compile(
+    # One leading test that fails at once inside a word, then the alternatives: a UUID, or a word of 10+
+    # letters, digits and underscores with 2+ digits and a letter in it: an id (hex digest, base62 key
+    # with its prefix, run id), not a name such as "Slf4jLogger".
+    r"(?<![0-9A-Za-z_])(?=[\w-]{10})(?:"
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\b"
+    r"|(?<![.:/@-])(?=(?:[A-Za-z_]*[0-9]){2})(?=[0-9_]*[A-Za-z])[A-Za-z0-9_]{10,}(?![\w.:/@-]))"
+)
+
+
 def _quoted(m: re.Match[str]) -> str:
     return m.group() if _HTTP_METHOD.match(m.group()) else _P
 
@@ -293,6 +319,8 @@ class Masker:
             except re.error as exc:
                 raise ValueError(f"invalid mask regex {regex!r}: {exc}") from exc
         self._extra = tuple(compiled)
+        # `prepare` as a C function when there are no user masks, for the hot path's map().
+        self.prepare_fn: Callable[[str], str] = self.prepare if compiled else partial(_STAGE0.sub, _P)
         # Masked form of each token seen: tokens recur far more than whole messages do. Bounded and
         # exact (a token's masked form depends on the token alone), so the output stays a pure function.
         self._tokens: dict[str, str] = {}
@@ -307,12 +335,20 @@ class Masker:
             return False
         return not _SHAPE_UNSAFE.search(text.translate(_STR_SHAPE).lower())
 
+    def prepare(self, text: str) -> str:
+        """User masks, then stage 0: the text the rest of the rules see (a cache key for the template)."""
+        for rx, repl in self._extra:
+            text = rx.sub(repl, text)
+        return _STAGE0.sub(_P, text)
+
     def template(self, text: str) -> str:
+        return self.template_prepared(self.prepare(text))
+
+    def template_prepared(self, text: str) -> str:
+        """The template of a text `prepare` returned."""
         if len(text) > _MAX_TEXT:
             # a bound on the cost of one message; beyond it the rest is one value
             text = text[:_MAX_TEXT] + " " + _P
-        for rx, repl in self._extra:
-            text = rx.sub(repl, text)
         if "B)" in text:
             text = _SIZE_RESTATED.sub(r"\1", text)
         if ":" in text and _CLOCK_HINT.search(text):
@@ -328,12 +364,8 @@ class Masker:
             text = _EMPTY_PARENS.sub("(<*>)", text)
         if "ser " in text or "SER " in text:
             text = _USER_WORD.sub(r"\1 <*>", text)
-        if "@" in text:
-            text = _EMAIL.sub(_P, text)
         if '"' in text:
             text = _QUOTED.sub(_quoted, text)
-        if "-" in text:
-            text = _POD.sub(_P, text)
         cache = self._tokens
         get = cache.get
         out = []

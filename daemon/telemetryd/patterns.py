@@ -8,7 +8,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from io import BytesIO
 from itertools import compress, repeat
-from operator import not_
 from typing import Any
 
 import msgspec
@@ -118,33 +117,40 @@ class Extractor:
         text = raw if type(raw) is str else json_text(raw)
         return self.text_template(text)[0], text
 
-    def text_template(self, text: str) -> tuple[str, bytes | None, bool]:
-        """(template, digit shape, whether every text of that shape has this template). The shape is None
-        for a text that cannot be encoded (a lone surrogate, from a caller other than the decoder)."""
+    def text_template(self, text: str) -> tuple[str, bytes | None, bytes | None, bool]:
+        """(template, digit shape of the text, digit shape of its stage-0 text, whether every text with
+        either shape has this template). The shapes are None for a text that cannot be encoded (a lone
+        surrogate, from a caller other than the decoder).
+
+        The template is a function of the stage-0 text (masking.Masker.prepare), and stage 0 treats the
+        digits as one class, so texts of one digit shape have stage-0 texts of one digit shape: sharing
+        is decided once, on the stage-0 text, for both."""
+        prepared = self.masker.prepare(text)
         try:
             shape: bytes | None = text.encode().translate(DIGIT_SHAPE)
+            shape0: bytes | None = prepared.encode().translate(DIGIT_SHAPE)
         except UnicodeEncodeError:
-            shape = None
+            shape = shape0 = None
         entry: object = _NO_ENTRY
-        if shape is not None:
-            entry = self._scache.get(shape, _NO_ENTRY)
+        if shape0 is not None:
+            entry = self._scache.get(shape0, _NO_ENTRY)
             if type(entry) is str:
-                return entry, shape, True
-        cached = self._tcache.get(text)
+                return entry, shape, shape0, True
+        cached = self._tcache.get(prepared)
         if cached is None:
-            cached = self.masker.template(text)
+            cached = self.masker.template_prepared(prepared)
             if len(self._tcache) >= TEMPLATE_CACHE_MAX:
                 self._tcache.clear()
-            self._tcache[text] = cached
-        if shape is None:
-            return cached, None, False
+            self._tcache[prepared] = cached
+        if shape0 is None:
+            return cached, None, None, False
         if entry is _NO_ENTRY:
-            shared = self.masker.shared_by_shape(text, cached)
+            shared = self.masker.shared_by_shape(prepared, cached)
             if len(self._scache) >= TEMPLATE_CACHE_MAX:
                 self._scache.clear()
-            self._scache[shape] = cached if shared else None
-            return cached, shape, shared
-        return cached, shape, False
+            self._scache[shape0] = cached if shared else None
+            return cached, shape, shape0, shared
+        return cached, shape, shape0, False
 
     def pattern_of(self, event: Any) -> tuple[tuple[str | None, ...], str | None, str]:
         key = self.schema.key_values(self.schema.raw_key(event))
@@ -174,12 +180,19 @@ class PatternCounter:
         # shape is masking.DIGIT_SHAPE applied to the UTF-8 text; or (*raw key values, UNSET) when the
         # event has no template field. Raw keys are cached only when all are plain strings.
         self._fast: dict[tuple[Any, ...], PatternState | _Marker | None] = {}
+        # The second level, for events the first misses: (*raw key values, digit shape of the stage-0
+        # text, masking.Masker.prepare). Ids and other typed values are gone from that text, so service
+        # messages that differ only in them share one entry.
+        self._fast0: dict[tuple[Any, ...], PatternState | _Marker | None] = {}
         self._kcache: dict[tuple[Any, ...], tuple[str | None, ...]] = {}
         self._block_path_off = 0
         # The structural stage (structure.py) and, per group, its live (not absorbed) entries: what a
         # position becoming variable folds. Both are derived from the table, never committed.
         self.structure = Structure()
         self._live: dict[GroupKey, list[PatternState]] = {}
+        # After a restore the structure is derived when a new template first needs it, not before
+        # READY: recovery hands over a million patterns in O(1) and must stay so.
+        self._structure_ready = True
 
     def restore(
         self, patterns: dict[str, PatternState], events_total: int, overflow: int, skipped: dict[str, int]
@@ -191,19 +204,21 @@ class PatternCounter:
         self.skipped = dict(skipped)
         self.dirty = set()
         self._fast = {}
+        self._fast0 = {}
         self._kcache = {}
-        self._derive_structure()
+        self._structure_ready = False
 
     def _derive_structure(self) -> None:
         """Rebuild the structural stage from the committed entries (structure.py says why it is exact)."""
+        self._structure_ready = True
         st = self.structure = Structure()
         live: dict[GroupKey, list[PatternState]] = {}
         for p in self.table.values():
             if p.template is None or len(p.example) >= EXAMPLE_MAX_CHARS:
                 continue
-            st.observe(p.key, p.template)
+            gk, _ = st.observe_in_group(p.key, p.template)
             if p.absorbed_into is None:
-                live.setdefault(st.group_of(p.key, p.template)[0], []).append(p)
+                live.setdefault(gk, []).append(p)
         self._live = live
 
     def live_patterns(self) -> list[PatternState]:
@@ -215,6 +230,8 @@ class PatternCounter:
     ) -> PatternState | None:
         """The pattern of (key, rule template), creating it if the cap allows; None means overflow."""
         ex = self.ex
+        if not self._structure_ready:
+            self._derive_structure()
         structural = tpl is not None and len(text) < EXAMPLE_MAX_CHARS
         t = self.structure.apply(key, tpl) if structural and tpl is not None else tpl
         pid = pattern_id(ex.key_fields, key, t)
@@ -274,8 +291,9 @@ class PatternCounter:
             self.dirty.add(e)
             self.dirty.add(g)
         self._live[gk] = keep
-        # Cached lookups may name a folded entry.
-        self._fast.clear()
+        # The hot-path caches are kept: an entry they name may now be folded, and whoever counts into
+        # it follows `absorbed_into` to the general pattern, which is the pattern its texts have now
+        # (masking is monotone: the general template of the folded template is that of its texts).
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
@@ -295,11 +313,12 @@ class PatternCounter:
                 if len(self._kcache) >= FAST_CACHE_MAX:
                     self._kcache.clear()
                 self._kcache[raw_key] = key
-        shape, shared = None, False
+        shape = shape0 = None
+        shared = False
         if type(raw_tpl) is str:
             text = raw_tpl
             tpl: str | None
-            tpl, shape, shared = ex.text_template(text)
+            tpl, shape, shape0, shared = ex.text_template(text)
         else:
             tpl, text = ex.template(raw_tpl)
         p = self._entry(key, tpl, text, now)
@@ -308,8 +327,11 @@ class PatternCounter:
         fast = self._fast
         if len(fast) >= FAST_CACHE_MAX:
             fast.clear()
+        if len(self._fast0) >= FAST_CACHE_MAX:
+            self._fast0.clear()
         if shape is not None:
             fast[(*raw_key, shape)] = p if shared else EXACT
+            self._fast0[(*raw_key, shape0)] = p if shared else EXACT
             if not shared:
                 fast[(*raw_key, text)] = p  # an EXACT shape's texts are looked up one by one
         elif raw_tpl is UNSET:
@@ -385,11 +407,20 @@ class PatternCounter:
             return self._count_each(events, True, now)
         tally = Counter(found)
         if tally.pop(MISS, 0) + tally.pop(EXACT, 0):
-            # Only these few events run Python: compress() steps over the others in C. Overflow (None)
-            # is false too, but already counted.
-            fast = self._fast
-            for ev, f in compress(zip(events, found, strict=True), map(not_, found)):
-                if f is not None:
+            # The second level, still in C per event: the few events it misses too run Python.
+            missed = list(compress(events, map(isinstance, found, repeat(_Marker))))
+            try:
+                prepared = map(self.ex.masker.prepare_fn, map(schema.raw_template, missed))
+                shapes0 = map(bytes.translate, map(str.encode, prepared), repeat(DIGIT_SHAPE))
+                keys0 = zip(*[map(get, missed) for get in schema.key_getters], shapes0, strict=False)
+                found0 = list(map(self._fast0.get, keys0, repeat(MISS)))
+            except (TypeError, ValueError):
+                found0 = [MISS] * len(missed)
+            tally.update(found0)
+            if tally.pop(MISS, 0) + tally.pop(EXACT, 0):
+                fast = self._fast
+                again = map(isinstance, found0, repeat(_Marker))
+                for ev, f in compress(zip(missed, found0, strict=True), again):
                     k, m = schema.raw_key(ev), schema.raw_template(ev)
                     p = fast.get((*k, m), MISS) if f is EXACT else MISS
                     tally[self._lookup(k, m, now) if p is MISS else p] += 1
@@ -398,7 +429,7 @@ class PatternCounter:
         table = self.table
         for p, n in tally.items():
             assert isinstance(p, PatternState)
-            while p.absorbed_into is not None:  # folded by a lookup later in this block
+            while p.absorbed_into is not None:  # cached before a fold, or folded later in this block
                 p = table[p.absorbed_into]
             p.count += n
             p.last_seen = now
@@ -446,6 +477,8 @@ class PatternCounter:
             if p is None:
                 overflow += 1
                 continue
+            while p.absorbed_into is not None:  # a cached entry folded since
+                p = self.table[p.absorbed_into]
             p.count += 1
             p.last_seen = now
             dirty_add(p)
