@@ -30,7 +30,30 @@ from typing import Literal
 
 import msgspec
 
-from .patterns import PatternState
+from .records import (
+    Delta,
+    FileEntry,
+    FileIdent,
+    JournalHeader,
+    PatternState,
+    Settings,
+    Snapshot,
+    Totals,
+    TruncatedEntry,
+)
+
+# The record types live in records.py; re-exported for the CLI, reports and tests.
+__all__ = [
+    "Delta",
+    "FileEntry",
+    "FileIdent",
+    "JournalHeader",
+    "PatternState",
+    "Settings",
+    "Snapshot",
+    "Totals",
+    "TruncatedEntry",
+]
 
 SCHEMA = 1
 SNAP_MAGIC = b"TLMDSNP1"
@@ -38,79 +61,6 @@ JOURNAL_MAGIC = b"TLMDJRN1"
 _FRAME = struct.Struct("<II")
 # A record larger than this cannot have been written by us: treat the length as corrupt.
 MAX_RECORD = 1 << 31
-
-FileIdent = tuple[int, int]
-
-
-class FileEntry(msgspec.Struct, array_like=True, frozen=True):
-    dev: int
-    ino: int
-    path: str
-    offset: int
-    # Identity beyond (dev, ino): BLAKE2b of the first fp_len bytes, so a reused inode is told apart.
-    fp: str
-    fp_len: int
-    # BLAKE2b of the tail_len bytes before `offset`: resuming is safe only if they are still there.
-    tail: str
-    tail_len: int
-
-
-class TruncatedEntry(msgspec.Struct, array_like=True, frozen=True):
-    """What a file held before it was truncated, kept for a while: a copy of it (copytruncate) that is
-    found later, even by the next process after a crash, takes over this offset instead of starting at
-    0. The identity fields mean what they mean in FileEntry."""
-
-    time: float  # wall clock of the truncation; the memory expires after sources.COPY_MEMORY_SECONDS
-    fp: str
-    fp_len: int
-    tail: str
-    tail_len: int
-    offset: int
-
-
-class Totals(msgspec.Struct, array_like=True):
-    events: int = 0
-    overflow: int = 0
-    bytes_read: int = 0
-    skipped: dict[str, int] = msgspec.field(default_factory=dict)
-
-
-class Settings(msgspec.Struct):
-    digest: str
-    key_fields: list[str]
-    template_field: str
-
-
-class Snapshot(msgspec.Struct):
-    schema: int
-    generation: int
-    seq: int
-    time: float
-    settings: Settings
-    totals: Totals
-    files: list[FileEntry]
-    patterns: list[PatternState]
-    # Added after schema 1 was released; absent in older snapshots, hence the default.
-    truncated: list[TruncatedEntry] = msgspec.field(default_factory=list)
-
-
-class JournalHeader(msgspec.Struct, tag="h"):
-    schema: int
-    generation: int
-    time: float
-    settings: Settings
-
-
-class Delta(msgspec.Struct, tag="d"):
-    seq: int
-    time: float
-    totals: Totals
-    files: list[FileEntry]
-    dropped: list[FileIdent]
-    patterns: list[PatternState]
-    # The whole list when it changed since the previous record, else None (and absent in older records).
-    truncated: list[TruncatedEntry] | None = None
-
 
 _encoder = msgspec.msgpack.Encoder()
 _snap_decoder = msgspec.msgpack.Decoder(Snapshot)
