@@ -608,6 +608,10 @@ def start_compaction(
     return t
 
 
+def record_decoder() -> msgspec.msgpack.Decoder[JournalHeader | Delta]:
+    return msgspec.msgpack.Decoder(JournalHeader | Delta)
+
+
 def encode_delta(d: Delta) -> bytes:
     return _encoder.encode(d)
 
