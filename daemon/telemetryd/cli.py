@@ -256,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"telemetryd: {e}", file=sys.stderr)
         return EXIT_FAILURE
+    except ck.CheckpointUnreadable as e:  # names the path; no traceback
+        print(f"telemetryd: {e}", file=sys.stderr)
+        return EXIT_FAILURE
     except BrokenPipeError:
         return EXIT_OK
 

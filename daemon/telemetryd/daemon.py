@@ -27,6 +27,7 @@ from . import checkpoint as ck
 from .commit import Changes, Committer
 from .config import Config, ConfigError, Overrides, load_config, parse_listen
 from .discovery import watch_roots
+from .entry import stop_requested
 from .events import TOO_LONG
 from .lock import LockHeld, StateLock
 from .logs import configure as configure_logging
@@ -107,6 +108,8 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reload)
+        if stop_requested():  # SIGTERM while the modules were still loading (entry.py)
+            self._stop = True
 
     def _on_result(self, r: ck.WriteResult) -> None:
         self._results.put(r)
@@ -115,7 +118,8 @@ class Daemon:
     def run(self) -> int:
         self._install_signals()
         try:
-            os.makedirs(self.state_dir, exist_ok=True)
+            os.makedirs(self.state_dir, mode=ck.DIR_MODE, exist_ok=True)
+            ck.secure_state_dir(self.state_dir)
         except OSError as e:
             self.log.error("state_dir_unusable", state_dir=self.state_dir, error=e.strerror or str(e))
             return EXIT_FAILURE
@@ -158,6 +162,9 @@ class Daemon:
         self.notifier.extend_timeout(90)
         try:
             self._recover()
+        except ck.CheckpointUnreadable as e:
+            self.log.error("recovery_failed", state_dir=self.state_dir, path=e.path, error=str(e))
+            return EXIT_FAILURE
         except OSError as e:
             self.log.error("recovery_failed", state_dir=self.state_dir, error=e.strerror or str(e))
             return EXIT_FAILURE
@@ -276,7 +283,8 @@ class Daemon:
 
         doc = patterns_document(state, old.key_fields)
         tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, ck.FILE_MODE)
+        with open(fd, "wb") as f:
             f.write(json.dumps(doc, indent=1).encode())
             f.flush()
             os.fsync(f.fileno())
