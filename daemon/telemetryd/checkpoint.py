@@ -243,6 +243,7 @@ class State:
     files: dict[FileIdent, FileEntry] = field(default_factory=dict)
     patterns: dict[str, PatternState] = field(default_factory=dict)
     truncated: list[TruncatedEntry] = field(default_factory=list)
+    outside: list[FileIdent] | None = None
 
     @classmethod
     def from_snapshot(cls, s: Snapshot) -> State:
@@ -255,6 +256,7 @@ class State:
             dict(zip(map(_IDENT, s.files), s.files, strict=True)),
             dict(zip(map(_ID, s.patterns), s.patterns, strict=True)),
             list(s.truncated),
+            s.outside,
         )
 
     def apply(self, d: Delta) -> None:
@@ -268,6 +270,8 @@ class State:
         self.patterns.update(zip(map(_ID, d.patterns), d.patterns, strict=True))
         if d.truncated is not None:
             self.truncated = d.truncated
+        if d.outside is not None:
+            self.outside = d.outside
 
     def to_snapshot(self, generation: int) -> Snapshot:
         assert self.settings is not None
@@ -281,6 +285,7 @@ class State:
             list(self.files.values()),
             list(self.patterns.values()),
             self.truncated,
+            self.outside,
         )
 
 

@@ -33,12 +33,14 @@ class Changes:
         self.dropped: set[FileIdent] = set()
         # The whole memory of truncated files, when it changed.
         self.truncations: list[TruncatedEntry] | None = None
+        # The whole list of files outside the globs, when it changed.
+        self.outside: list[FileIdent] | None = None
         # A file appeared: commit it soon, so a crash right after cannot forget a file that may be
         # renamed out of the globs before the next process starts.
         self.urgent = False
 
     def __bool__(self) -> bool:
-        return bool(self.files or self.dropped or self.truncations is not None)
+        return bool(self.files or self.dropped or self.truncations is not None or self.outside is not None)
 
     def file(self, t: TailedFile) -> None:
         """t's position or identity moved (or t is new)."""
@@ -57,11 +59,16 @@ class Changes:
     def truncated(self, entries: list[TruncatedEntry]) -> None:
         self.truncations = entries
 
+    def outside_files(self, idents: list[FileIdent]) -> None:
+        self.outside = idents
+
     def take(self) -> Changes:
         """Everything reported so far, leaving this object empty (the source set keeps a reference)."""
         out = Changes()
         out.files, out.dropped, out.truncations = self.files, self.dropped, self.truncations
+        out.outside = self.outside
         self.files, self.dropped, self.truncations, self.urgent = set(), set(), None, False
+        self.outside = None
         return out
 
 
@@ -88,6 +95,7 @@ class _Inflight:
     dropped: list[FileIdent]
     patterns: list[PatternState]
     truncations: list[TruncatedEntry] | None
+    outside: list[FileIdent] | None
     payload: bytes
 
 
@@ -154,6 +162,7 @@ class Committer:
             list(ch.dropped),
             pats,
             ch.truncations,
+            ch.outside,
         )
         payload = ck.encode_delta(delta)
         self._inflight = _Inflight(
@@ -163,6 +172,7 @@ class Committer:
             delta.dropped,
             pats,
             ch.truncations,
+            ch.outside,
             payload,
         )
         t.dirty = set()
@@ -193,4 +203,6 @@ class Committer:
         self.table.dirty.update(inf.patterns)
         if inf.truncations is not None and ch.truncations is None:
             ch.truncations = inf.truncations
+        if inf.outside is not None and ch.outside is None:
+            ch.outside = inf.outside
         return Committed(False, r.seq, self.table.events_total - self.durable_events)

@@ -242,7 +242,7 @@ class Daemon:
         changes = Changes()
         self.sources = SourceSet(self.cfg.sources, self.log, changes)
         state = rec.state
-        self.sources.load(state.files.values(), state.truncated)
+        self.sources.load(state.files.values(), state.truncated, state.outside)
         generation, good_size = rec.journal_gen, rec.journal_good_size
         old = state.settings
         if old is not None and old.digest != settings.digest:

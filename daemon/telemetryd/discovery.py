@@ -54,6 +54,11 @@ class Globs:
                 out.append(os.path.abspath(p))
         return out
 
+    def dirs(self) -> list[str] | None:
+        """The globs' directories; None when one has a wildcard (its directories are not known)."""
+        out = sorted({os.path.dirname(p) for p in self._abs})
+        return None if any(glob.has_magic(d) for d in out) else out
+
     def dir_marks(self) -> DirMarks | None:
         """(mtime, inode) of each glob's directory: creating, deleting or renaming an entry moves the
         mtime. None when a glob has a wildcard in a directory part, where only a full scan can tell."""

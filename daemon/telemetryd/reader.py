@@ -44,6 +44,8 @@ class TailedFile:
         self.size: int | None = None
         # Set when the path no longer leads here (renamed away or deleted): read on, then release.
         self.gone_since: float | None = None
+        # Its size when the source set last found it grown while gone (release waits for quiet).
+        self.size_when_gone = -1
         # While a line longer than max_line_bytes is being skipped: where the search for its end resumes.
         # Not committed: after a restart the search starts again at the offset.
         self._skip_scan: int | None = None

@@ -58,10 +58,13 @@ class TruncatedEntry(msgspec.Struct, array_like=True, frozen=True):
     tail: str
     tail_len: int
     offset: int
+    # Added in issue 14 (absent in older records): where the file was, so its copy can be looked for in
+    # that directory even when no glob matches the copy's name (logrotate's `app.jsonl.1`).
+    path: str = ""
 
     @classmethod
-    def of(cls, wall: float, i: Identity) -> TruncatedEntry:
-        return cls(wall, i.fp, i.fp_len, i.tail, i.tail_len, i.offset)
+    def of(cls, wall: float, i: Identity, path: str = "") -> TruncatedEntry:
+        return cls(wall, i.fp, i.fp_len, i.tail, i.tail_len, i.offset, path)
 
     @property
     def identity(self) -> Identity:
@@ -115,6 +118,9 @@ class Snapshot(msgspec.Struct):
     patterns: list[PatternState]
     # Added after schema 1 was released; absent in older snapshots, hence the default.
     truncated: list[TruncatedEntry] = msgspec.field(default_factory=list)
+    # (dev, ino) of the regular files in the globs' directories that no glob matches (rotated names):
+    # a file there that is not in this list appeared while no daemon ran (issue 14). None: not known.
+    outside: list[FileIdent] | None = None
 
 
 class JournalHeader(msgspec.Struct, tag="h"):
@@ -133,3 +139,5 @@ class Delta(msgspec.Struct, tag="d"):
     patterns: list[PatternState]
     # The whole list when it changed since the previous record, else None (and absent in older records).
     truncated: list[TruncatedEntry] | None = None
+    # The whole list when it changed, else None (see Snapshot.outside).
+    outside: list[FileIdent] | None = None

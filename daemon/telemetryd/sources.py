@@ -26,7 +26,7 @@ from .commit import Changes
 from .config import SourcesConfig
 from .discovery import DirMarks, Globs
 from .discovery import watch_roots as watch_roots
-from .identity import FP_MAX, FileIdent, Identity, at, last_line_end
+from .identity import FP_MAX, FileIdent, Identity, at, holds, last_line_end
 from .openfiles import OpenFiles
 from .reader import TailedFile
 from .records import FileEntry, TruncatedEntry
@@ -45,9 +45,12 @@ class Truncated:
     head: bytes | None  # None when only the fingerprint is known (truncated before a restart)
     ident: Identity
     wall: float  # time.time() of the truncation: what a checkpoint keeps, to expire it after a restart
+    path: str = ""
+    # Its directory was searched for a copy the globs do not match (once per process).
+    searched: bool = False
 
     def entry(self) -> TruncatedEntry:
-        return TruncatedEntry.of(self.wall, self.ident)
+        return TruncatedEntry.of(self.wall, self.ident, self.path)
 
 
 @dataclass
@@ -97,6 +100,11 @@ class SourceSet:
         self._settled = False
         # Files a decision made readable (a copy taking over, a hold released): read them at once.
         self._ready: list[TailedFile] = []
+        # (dev, ino) of the files in the globs' directories that no glob matches, as last committed; None
+        # when not known (a fresh start, globs with wildcard directories).
+        self._outside: set[FileIdent] | None = None
+        # Loaded from a checkpoint: the first scan looks for files that appeared while no daemon ran.
+        self._look_for_unseen = False
 
     @property
     def open_count(self) -> int:
@@ -104,14 +112,22 @@ class SourceSet:
 
     # --- bookkeeping --------------------------------------------------------------------------------
 
-    def load(self, entries: Iterable[FileEntry], truncated: Iterable[TruncatedEntry] = ()) -> None:
+    def load(
+        self,
+        entries: Iterable[FileEntry],
+        truncated: Iterable[TruncatedEntry] = (),
+        outside: Iterable[FileIdent] | None = None,
+    ) -> None:
+        if outside is not None:
+            self._outside = {(d, i) for d, i in outside}
+            self._look_for_unseen = True
         for e in entries:
             self.files[(e.dev, e.ino)] = TailedFile.from_entry(e)
         mono, wall = time.monotonic(), time.time()
         for r in truncated:
             age = max(0.0, wall - r.time)
             if age < copies.COPY_MEMORY_SECONDS:
-                self._truncated.append(Truncated(mono - age, None, r.identity, r.time))
+                self._truncated.append(Truncated(mono - age, None, r.identity, r.time, r.path))
 
     def truncated_entries(self) -> list[TruncatedEntry]:
         return [r.entry() for r in self._truncated]
@@ -179,7 +195,7 @@ class SourceSet:
                 h.cands = [c for c in h.cands if c.origin is not t]
 
     def _remember_truncation(self, t: TailedFile) -> Truncated:
-        r = Truncated(time.monotonic(), t.head or None, t.id, time.time())
+        r = Truncated(time.monotonic(), t.head or None, t.id, time.time(), t.path)
         self._truncated.append(r)
         # Committed with the reset offset in one record: a crash before the copy is found must not forget
         # what the file held.
@@ -196,6 +212,8 @@ class SourceSet:
             self.loss_windows += 1
         t.reset()
         self.changes.file(t)
+        if memory is not None:
+            self._copy_outside_globs(memory, time.monotonic())
         # Files held against t are decided now, while what t held is still known.
         for n, h in list(self._holds.items()):
             if h.follows is t:
@@ -279,6 +297,9 @@ class SourceSet:
             if t.gone_since is None:
                 self._went_away(t, now)
                 to_read.append(t)
+        for r in list(self._truncated):
+            if not r.searched:  # loaded from the checkpoint: the copy may have been made while we were down
+                self._copy_outside_globs(r, now)
         if self._truncated:
             kept = [r for r in self._truncated if now - r.at < copies.COPY_MEMORY_SECONDS]
             if len(kept) != len(self._truncated):
@@ -290,9 +311,70 @@ class SourceSet:
             nt = self._discover(path, ident)
             if nt is not None:
                 to_read.append(nt)
+        to_read.extend(self._reconcile_outside(now))
         self.gone = [t for t in self.files.values() if t.gone_since is not None]
         self._settled = self._dir_marks is not None and not self._awaiting()
         return to_read
+
+    def _reconcile_outside(self, now: float) -> list[TailedFile]:
+        """Keep the committed list of files outside the globs up to date, and at the first scan after a
+        restart read the ones that appeared while no daemon ran: a generation created and renamed out of
+        the globs before this process could see it (rotation faster than a restart)."""
+        dirs = self.globs.dirs()
+        if dirs is None:
+            return []
+        cur: dict[FileIdent, str] = {}
+        for d in dirs:
+            try:
+                with os.scandir(d) as it:
+                    for e in it:
+                        if e.is_file(follow_symlinks=False) and not self.globs.could_match(e.path):
+                            st = e.stat(follow_symlinks=False)
+                            cur[(st.st_dev, st.st_ino)] = e.path
+            except OSError:
+                continue
+        found: list[TailedFile] = []
+        if self._look_for_unseen and self._outside is not None:
+            self._look_for_unseen = False
+            # Only rotated names of the files we follow (`app.jsonl` -> `app.jsonl.1`, `app.jsonl-2024...`):
+            # other files that appear beside them (our own logs, archives) are none of ours.
+            names = {os.path.basename(t.path) for t in self.files.values()}
+            for ident, path in cur.items():
+                base = os.path.basename(path)
+                rotated = any(base.startswith(n) and base != n for n in names)
+                if rotated and ident not in self._outside and ident not in self.files:
+                    t = self._adopt_unseen(path, ident, now)
+                    if t is not None:
+                        found.append(t)
+        if self._outside is None or set(cur) != self._outside:
+            self._outside = set(cur)
+            self.changes.outside_files(sorted(cur))
+        return found
+
+    def _adopt_unseen(self, path: str, ident: FileIdent, now: float) -> TailedFile | None:
+        fd = self._open_new(path, ident)
+        if fd is None:
+            return None
+        head = os.pread(fd, FP_MAX, 0)
+        # Only JSON lines from their first byte (a rotated generation starts at a line start), and not a
+        # copy of a tracked or truncated file (copies are matched by the copy rules, never read from 0).
+        known = [t.id for t in self.files.values()] + [r.ident for r in self._truncated]
+        if not head.startswith(b"{") or any(i.fp_len and i.head_matches(head) for i in known):
+            os.close(fd)
+            return None
+        t = TailedFile(ident[0], ident[1], path)
+        t.adopt_fd(fd)
+        t.head = head
+        t.id = t.id.with_head(head)
+        self.files[ident] = t
+        self._opened(t)
+        t.gone_since = now  # no glob leads to it: read to its end, then released
+        self.changes.new_file(t)
+        self._ready.append(t)
+        self.log.warning(
+            "file_found_unseen", path=path, note="appeared outside the globs while no daemon ran; read from 0"
+        )
+        return t
 
     def on_notice(self, paths: Iterable[str], now: float) -> list[TailedFile]:
         """Change notices: each path is checked against the identity behind it, at once. Paths not known
@@ -452,6 +534,55 @@ class SourceSet:
         self.log.info("file_opened", path=t.path, offset=t.offset, dev=t.dev, ino=t.ino)
 
     # --- copies -------------------------------------------------------------------------------------
+
+    def _copy_outside_globs(self, r: Truncated, now: float) -> None:
+        """logrotate's copytruncate leaves the copy under a name no glob matches (`app.jsonl.1`). Lines
+        written after our last read and before the copy are only there: find the copy by its bytes in the
+        truncated file's directory and read it from the truncated offset to its end, like a file rotated
+        away. A copy no longer than that offset holds nothing unread and is left alone."""
+        r.searched = True
+        if not r.path or not r.ident.offset:
+            return
+        try:
+            with os.scandir(os.path.dirname(r.path)) as it:
+                entries = [e for e in it if e.is_file(follow_symlinks=False)]
+        except OSError:
+            return
+        for e in entries:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if ident in self.files or st.st_size <= r.ident.offset or self.globs.could_match(e.path):
+                continue
+            try:
+                fd = os.open(e.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                same = (os.fstat(fd).st_dev, os.fstat(fd).st_ino) == ident and not holds(fd, r.ident)
+            except OSError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            t = TailedFile(ident[0], ident[1], e.path)
+            t.adopt_fd(fd)
+            t.head = os.pread(fd, FP_MAX, 0)
+            t.set_position(at(fd, r.ident.offset), t.head)
+            self.files[ident] = t
+            self._opened(t)
+            # Nothing leads to it by glob: read to its end, then released like a file rotated away.
+            t.gone_since = now
+            self.gone.append(t)
+            self._truncated = [x for x in self._truncated if x is not r]
+            self.changes.truncated(self.truncated_entries())
+            self.changes.new_file(t)
+            self._ready.append(t)
+            self._settled = False
+            self.log.info("file_copy_found", path=e.path, offset=t.offset, reason="copy outside the globs")
+            return
 
     def _copy_candidates(self, n: TailedFile) -> list[TailedFile | Truncated]:
         """Tracked (or just truncated) files whose first bytes agree with n's and that were read past
@@ -702,11 +833,18 @@ class SourceSet:
                 continue
             if t.fd is not None and t not in self._holds:
                 size = os.fstat(t.fd).st_size
-                if size > t.offset:
-                    t.gone_since = now  # still growing: a writer has it open; keep following
+                if size > t.offset and size != t.size_when_gone:
+                    # Still growing (a writer has it open): keep following. Unread bytes that stay the
+                    # same for rotate_wait_seconds are the start of a line nobody will finish (a copy that
+                    # copytruncate cut in the middle of a line): not an event.
+                    t.gone_since, t.size_when_gone = now, size
                     continue
             self.log.info("file_released", path=t.path, offset=t.offset)
             self._drop(t)
+            if self._outside is not None and not self.globs.could_match(t.path):
+                # Known from now on even if no scan runs before a crash: never read again after a restart.
+                self._outside.add(t.ident)
+                self.changes.outside_files(sorted(self._outside))
             released.append(t)
         if released:
             self.gone = [t for t in self.gone if self.files.get(t.ident) is t and t.gone_since is not None]
