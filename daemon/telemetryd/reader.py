@@ -107,6 +107,7 @@ class TailedFile:
         """Start over at 0: the file was truncated or rewritten in place."""
         self.id = Identity()
         self.head = b""
+        self.size = None
         self._skip_scan = None
         self._checked_size = -1
 
@@ -121,8 +122,11 @@ class TailedFile:
         """'' if the file can be read on from the offset, else what happened to it. `size` is from the one
         fstat of this turn: the decision and the read that follows see the same file."""
         assert self.fd is not None
+        # Files only grow: smaller than at the last look is a truncation even before anything was read
+        # (offset 0), when the size alone cannot fall below the offset.
+        shrunk = self.size is not None and size < self.size
         self.size = size
-        if size < self.id.offset:
+        if size < self.id.offset or shrunk:
             return "truncated"
         if size != self._checked_size and self.id.tail_len:
             # Truncated and written past the offset again between two looks (copytruncate under load):

@@ -207,7 +207,8 @@ class SourceSet:
         self.rotations[kind] += 1
         self.log.info("file_rewritten", path=t.path, reason=why, old_offset=t.offset)
         old = t.id
-        memory = self._remember_truncation(t) if old.offset and old.fp_len else None
+        # Also at offset 0 with a known head: its copy (outside the globs) holds lines never read.
+        memory = self._remember_truncation(t) if old.fp_len else None
         if old.offset:
             self.loss_windows += 1
         t.reset()
@@ -359,7 +360,9 @@ class SourceSet:
         # Only JSON lines from their first byte (a rotated generation starts at a line start), and not a
         # copy of a tracked or truncated file (copies are matched by the copy rules, never read from 0).
         known = [t.id for t in self.files.values()] + [r.ident for r in self._truncated]
-        if not head.startswith(b"{") or any(i.fp_len and i.head_matches(head) for i in known):
+        # (A head too short to tell, a copy still being written, counts as a match: it is looked at again
+        # at its next change notice.)
+        if not head.startswith(b"{") or any(i.fp_len and i.head_matches(head) is not False for i in known):
             os.close(fd)
             return None
         t = TailedFile(ident[0], ident[1], path)
@@ -372,7 +375,7 @@ class SourceSet:
         self.changes.new_file(t)
         self._ready.append(t)
         self.log.warning(
-            "file_found_unseen", path=path, note="appeared outside the globs while no daemon ran; read from 0"
+            "file_found_unseen", path=path, note="a rotated name never seen under a glob: read from 0"
         )
         return t
 
@@ -385,7 +388,34 @@ class SourceSet:
         self._heads = None
         for p in new + known:
             out.extend(self._check_path(p, now))
+        for p in paths:
+            if p not in self.by_path and self._rotated_name(p):
+                t = self._unseen_at(p, now)
+                if t is not None:
+                    out.append(t)
         return out
+
+    def _rotated_name(self, path: str) -> bool:
+        """`app.jsonl.1`, `app.jsonl-2024...` beside a followed `app.jsonl` (a name no glob matches)."""
+        d, base = os.path.split(path)
+        if self.globs.could_match(path):
+            return False
+        return any(os.path.join(d, base[:i]) in self.by_path for i in range(1, len(base)))
+
+    def _unseen_at(self, path: str, now: float) -> TailedFile | None:
+        """A new file under a rotated name while we run: a generation renamed away before we could see it
+        at its glob name, or a copy of content we never read (copytruncate of a file we had not read
+        yet). A copy of anything read is left to the copy rules (by fingerprint)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        ident = (st.st_dev, st.st_ino)
+        if not stat.S_ISREG(st.st_mode) or ident in self.files or st.st_size == 0:
+            return None
+        if self._outside is not None and ident in self._outside:
+            return None
+        return self._adopt_unseen(path, ident, now)
 
     def check_paths(self, now: float) -> list[TailedFile]:
         """Without notices (polling): the identity behind every known path."""
@@ -541,7 +571,7 @@ class SourceSet:
         truncated file's directory and read it from the truncated offset to its end, like a file rotated
         away. A copy no longer than that offset holds nothing unread and is left alone."""
         r.searched = True
-        if not r.path or not r.ident.offset:
+        if not r.path:
             return
         try:
             with os.scandir(os.path.dirname(r.path)) as it:
@@ -609,7 +639,8 @@ class SourceSet:
                 out.append(t)
         for r in self._truncated:
             origin = copies.Origin(r.ident, r.head, None)
-            if r.ident.offset > len(n.head) and copies.heads_agree(n.head, origin):
+            # Any offset: a copy of a small file (shorter than the fingerprint) is all head.
+            if r.ident.offset > 0 and copies.heads_agree(n.head, origin):
                 out.append(r)
         return out
 
