@@ -304,3 +304,76 @@ def test_glob_directory_created_after_start_is_watched(tmp_path: Path, daemons) 
     settle()
     assert d.stop() == 0, d.log()
     assert s.counts() == expected(g0=10, g1=10, g2=10, g3=10)
+
+
+# A copy still being written (a slow cp) grows between any two looks at it: each fstat of the copy's
+# descriptor appends its next line. The old check took one fstat, then the copy decision took another
+# and moved the offset, and the offset was compared with the first, stale size: a false truncation, and
+# the copy read again from 0.
+GROWING_COPY_WRAPPER = """\
+import os
+from telemetryd.entry import main
+copy, source = os.environ["FAULT_COPY"], os.environ["FAULT_SOURCE"]
+pending = open(source, "rb").read().splitlines(keepends=True)
+real = os.fstat
+def fstat(fd):
+    if pending and os.path.exists(copy):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = ""
+        if target == copy:
+            with open(copy, "ab") as f:
+                f.write(pending.pop(0))
+    return real(fd)
+os.fstat = fstat
+main()
+"""
+
+
+def test_a_copy_growing_between_two_looks_is_not_taken_for_truncated(tmp_path: Path) -> None:
+    s = Setup(tmp_path, "*.jsonl*")
+    app, copy = s.dir / "app.jsonl", s.dir / "app.jsonl.1"
+    rest = tmp_path / "rest"
+    append(app, lines("a", 10))
+    content = app.read_bytes()
+    half = b"".join(content.splitlines(keepends=True)[:5])
+    rest.write_bytes(content[len(half) :] + lines("more", 3))
+    port = free_port()
+    env = {**os.environ, "FAULT_COPY": str(copy), "FAULT_SOURCE": str(rest)}
+    log = tmp_path / "growing.log"
+    with open(log, "wb") as out:
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                GROWING_COPY_WRAPPER,
+                "run",
+                *s.args,
+                "--metrics-listen",
+                f"127.0.0.1:{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            s.wait_total(10)
+            p.send_signal(signal.SIGSTOP)
+            try:
+                copy.write_bytes(half)  # cp has copied half of it so far
+                os.truncate(app, 0)
+            finally:
+                p.send_signal(signal.SIGCONT)
+            s.wait_total(13)
+            settle(3.0)
+            truncations = scrape(port).get('telemetryd_rotations_total{kind="truncate"}')
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(30) == 0, log.read_text()
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert copy.read_bytes() == content + lines("more", 3)
+    assert s.counts() == expected(a=10, more=3), log.read_text()
+    assert truncations == 1

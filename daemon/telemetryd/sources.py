@@ -698,11 +698,13 @@ class SourceSet:
         still: list[_Candidate] = []
         for c in list(h.cands):
             o = c.origin
+            if isinstance(o, TailedFile) and not self._intact(o):
+                if n not in self._holds:
+                    return False  # decided by the original's truncation
+                if c not in h.cands or not isinstance(c.origin, Truncated):
+                    continue  # released, or not a copy of what it held
+                o = c.origin  # truncated just now: compared with what it held
             if isinstance(o, TailedFile):
-                if not self._intact(o):
-                    if n not in self._holds:
-                        return False  # decided by the original's truncation
-                    continue
                 assert o.fd is not None
                 origin = copies.Origin(o.id, o.head or None, copies.FdView(o.fd, o.offset))
             else:
@@ -729,21 +731,25 @@ class SourceSet:
         if still and now - h.grew_at < min(self.cfg.rotate_wait_seconds, copies.COPY_STALL_SECONDS):
             return True
         for c in still:
-            if isinstance(c.origin, Truncated) and self._decide_truncated(n, h, c.origin):
+            if isinstance(c.origin, Truncated) and self._decide_truncated(n, h, c.origin, stalled=True):
                 return False
         if still:
             self.log.info("file_copy_stalled", path=n.path, size=size)
         self._start_new(n)
         return False
 
-    def _decide_truncated(self, n: TailedFile, h: _Hold, r: Truncated) -> bool:
-        """n is held against a file that was truncated: decide now. True if n was taken as its copy."""
+    def _decide_truncated(self, n: TailedFile, h: _Hold, r: Truncated, stalled: bool = False) -> bool:
+        """n is held against a file that was truncated. True if n was taken as its copy. Still shorter
+        than the truncated offset, it stays held (a copy still being written reaches the offset and takes
+        it over) until it stalls: then every byte of it was read from the original."""
         assert n.fd is not None
         view = copies.FdView(n.fd, os.fstat(n.fd).st_size)
         origin = copies.Origin(r.ident, r.head, None)
         matched = max((c.matched for c in h.cands if c.origin is r), default=0)
         v = copies.verdict(view, n.head, origin, matched)
         if isinstance(v, copies.Undecided):
+            if not stalled:
+                return False
             v = copies.stalled(view, n.head, origin, original_truncated=True)
         if isinstance(v, copies.Copy):
             self.log.info("file_copy_found", path=n.path, offset=v.offset)
