@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import free_port, scrape, wait_for
+from conftest import cli_json, free_port, scrape, wait_for
 from lifecycle_helpers import Setup, append, expected, lines, log_events, settle
 
 ROTATING_WRITER = str(Path(__file__).parent / "rotating_writer.py")
@@ -332,3 +332,23 @@ def test_copytruncate_before_the_first_read_the_copy_is_read(tmp_path: Path, dae
     settle()
     assert d.stop() == 0, d.log()
     assert s.counts() == expected(a=5, new=2)
+
+
+def test_truncated_file_is_committed_with_its_new_fingerprint(tmp_path: Path, daemons) -> None:
+    """After a truncation the file was read and committed with no fingerprint, so a restart could not tell
+    its copy from a new file and read the copy from 0 (2 lines counted twice in a 60-fault logrotate
+    round of the chaos harness)."""
+    s = Setup(tmp_path, "*.jsonl")
+    app = s.dir / "app.jsonl"
+    d = daemons(*s.args)
+    d.wait_ready()
+    append(app, lines("a", 10))
+    s.wait_total(10)
+    os.truncate(app, 0)
+    append(app, lines("b", 2))
+    s.wait_total(12)
+    assert d.stop() == 0, d.log()
+    doc = cli_json("checkpoint", "show", "--state-dir", str(s.state), "--config", str(s.cfg))
+    [entry] = doc["files"]
+    # FileEntry: dev, ino, path, offset, fp, fp_len, tail, tail_len
+    assert entry[3] == len(app.read_bytes()) and entry[5] == len(app.read_bytes()), entry

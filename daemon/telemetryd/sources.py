@@ -406,14 +406,14 @@ class SourceSet:
         """A new file under a rotated name while we run: a generation renamed away before we could see it
         at its glob name, or a copy of content we never read (copytruncate of a file we had not read
         yet). A copy of anything read is left to the copy rules (by fingerprint)."""
+        if self._outside is None:
+            return None  # which files were there before is not known (wildcard directories)
         try:
             st = os.stat(path)
         except OSError:
             return None
         ident = (st.st_dev, st.st_ino)
-        if not stat.S_ISREG(st.st_mode) or ident in self.files or st.st_size == 0:
-            return None
-        if self._outside is not None and ident in self._outside:
+        if not stat.S_ISREG(st.st_mode) or ident in self.files or ident in self._outside or not st.st_size:
             return None
         return self._adopt_unseen(path, ident, now)
 
@@ -661,6 +661,9 @@ class SourceSet:
         why = t.check(size)
         if why:
             self._reset(t, why)
+            # From 0 again: the fingerprint of what it holds now, before anything is read and committed
+            # (an identity committed without one cannot tell its copies from new files).
+            t.check(os.fstat(t.fd).st_size)
         return True
 
     def _intact(self, c: TailedFile) -> bool:
