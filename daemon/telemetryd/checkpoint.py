@@ -30,7 +30,30 @@ from typing import Literal
 
 import msgspec
 
-from .patterns import PatternState
+from .records import (
+    Delta,
+    FileEntry,
+    FileIdent,
+    JournalHeader,
+    PatternState,
+    Settings,
+    Snapshot,
+    Totals,
+    TruncatedEntry,
+)
+
+# The record types live in records.py; re-exported for the CLI, reports and tests.
+__all__ = [
+    "Delta",
+    "FileEntry",
+    "FileIdent",
+    "JournalHeader",
+    "PatternState",
+    "Settings",
+    "Snapshot",
+    "Totals",
+    "TruncatedEntry",
+]
 
 SCHEMA = 1
 SNAP_MAGIC = b"TLMDSNP1"
@@ -39,86 +62,49 @@ _FRAME = struct.Struct("<II")
 # A record larger than this cannot have been written by us: treat the length as corrupt.
 MAX_RECORD = 1 << 31
 
-FileIdent = tuple[int, int]
-
-
-class FileEntry(msgspec.Struct, array_like=True, frozen=True):
-    dev: int
-    ino: int
-    path: str
-    offset: int
-    # Identity beyond (dev, ino): BLAKE2b of the first fp_len bytes, so a reused inode is told apart.
-    fp: str
-    fp_len: int
-    # BLAKE2b of the tail_len bytes before `offset`: resuming is safe only if they are still there.
-    tail: str
-    tail_len: int
-
-
-class TruncatedEntry(msgspec.Struct, array_like=True, frozen=True):
-    """What a file held before it was truncated, kept for a while: a copy of it (copytruncate) that is
-    found later, even by the next process after a crash, takes over this offset instead of starting at
-    0. The identity fields mean what they mean in FileEntry."""
-
-    time: float  # wall clock of the truncation; the memory expires after sources.COPY_MEMORY_SECONDS
-    fp: str
-    fp_len: int
-    tail: str
-    tail_len: int
-    offset: int
-
-
-class Totals(msgspec.Struct, array_like=True):
-    events: int = 0
-    overflow: int = 0
-    bytes_read: int = 0
-    skipped: dict[str, int] = msgspec.field(default_factory=dict)
-
-
-class Settings(msgspec.Struct):
-    digest: str
-    key_fields: list[str]
-    template_field: str
-
-
-class Snapshot(msgspec.Struct):
-    schema: int
-    generation: int
-    seq: int
-    time: float
-    settings: Settings
-    totals: Totals
-    files: list[FileEntry]
-    patterns: list[PatternState]
-    # Added after schema 1 was released; absent in older snapshots, hence the default.
-    truncated: list[TruncatedEntry] = msgspec.field(default_factory=list)
-
-
-class JournalHeader(msgspec.Struct, tag="h"):
-    schema: int
-    generation: int
-    time: float
-    settings: Settings
-
-
-class Delta(msgspec.Struct, tag="d"):
-    seq: int
-    time: float
-    totals: Totals
-    files: list[FileEntry]
-    dropped: list[FileIdent]
-    patterns: list[PatternState]
-    # The whole list when it changed since the previous record, else None (and absent in older records).
-    truncated: list[TruncatedEntry] | None = None
-
-
 _encoder = msgspec.msgpack.Encoder()
 _snap_decoder = msgspec.msgpack.Decoder(Snapshot)
 _record_decoder = msgspec.msgpack.Decoder(JournalHeader | Delta)
 
 
+# Checkpoints hold paths and message examples: readable by the daemon's user only. The state dir is
+# 0700 (Daemon.run); each file is created 0600, and files moved aside (.corrupt) are made so too.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
 class CorruptCheckpoint(Exception):
     pass
+
+
+class CheckpointUnreadable(Exception):
+    """A state file that cannot be read at all (a directory where a journal should be, permissions):
+    not corruption to repair, an operator's problem to report. The message names the path."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"cannot read checkpoint file {path}: {why}")
+        self.path = path
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CheckpointUnreadable(path, e.strerror or str(e)) from None
+
+
+def secure_state_dir(state_dir: str) -> None:
+    """Make the state dir 0700 and every file in it 0600-class (group and others get nothing)."""
+    st = os.stat(state_dir)
+    if st.st_mode & 0o077:
+        os.chmod(state_dir, DIR_MODE)
+    with os.scandir(state_dir) as it:
+        for e in it:
+            if e.is_file(follow_symlinks=False):
+                mode = e.stat(follow_symlinks=False).st_mode
+                if mode & 0o077:
+                    os.chmod(e.path, mode & 0o700)
 
 
 def frame(payload: bytes) -> bytes:
@@ -139,7 +125,11 @@ _GEN_RE = re.compile(r"^(snapshot|journal)\.(\d{8})$")
 def list_generations(state_dir: str) -> tuple[list[int], list[int]]:
     snaps: list[int] = []
     journals: list[int] = []
-    for name in os.listdir(state_dir):
+    try:
+        names = os.listdir(state_dir)
+    except OSError as e:
+        raise CheckpointUnreadable(state_dir, e.strerror or str(e)) from None
+    for name in names:
         m = _GEN_RE.match(name)
         if m:
             (snaps if m.group(1) == "snapshot" else journals).append(int(m.group(2)))
@@ -158,8 +148,7 @@ def fsync_dir(path: str) -> None:
 
 
 def read_snapshot(path: str) -> Snapshot:
-    with open(path, "rb") as f:
-        data = f.read()
+    data = _read_bytes(path)
     if not data.startswith(SNAP_MAGIC):
         raise CorruptCheckpoint(f"{path}: bad magic")
     body = data[len(SNAP_MAGIC) :]
@@ -192,9 +181,9 @@ class JournalScan:
 
 def scan_journal(path: str) -> JournalScan:
     """Read records until the first bad one. A record cut short at the end is `torn` (a crash during
-    an append); anything else unreadable is `corrupt`."""
-    with open(path, "rb") as f:
-        data = f.read()
+    an append); anything else unreadable is `corrupt`. A file that cannot be read at all raises
+    CheckpointUnreadable."""
+    data = _read_bytes(path)
     size = len(data)
     if len(data) < len(JOURNAL_MAGIC):
         return JournalScan(
@@ -254,6 +243,7 @@ class State:
     files: dict[FileIdent, FileEntry] = field(default_factory=dict)
     patterns: dict[str, PatternState] = field(default_factory=dict)
     truncated: list[TruncatedEntry] = field(default_factory=list)
+    outside: list[FileIdent] | None = None
 
     @classmethod
     def from_snapshot(cls, s: Snapshot) -> State:
@@ -266,6 +256,7 @@ class State:
             dict(zip(map(_IDENT, s.files), s.files, strict=True)),
             dict(zip(map(_ID, s.patterns), s.patterns, strict=True)),
             list(s.truncated),
+            s.outside,
         )
 
     def apply(self, d: Delta) -> None:
@@ -279,6 +270,8 @@ class State:
         self.patterns.update(zip(map(_ID, d.patterns), d.patterns, strict=True))
         if d.truncated is not None:
             self.truncated = d.truncated
+        if d.outside is not None:
+            self.outside = d.outside
 
     def to_snapshot(self, generation: int) -> Snapshot:
         assert self.settings is not None
@@ -292,6 +285,7 @@ class State:
             list(self.files.values()),
             list(self.patterns.values()),
             self.truncated,
+            self.outside,
         )
 
 
@@ -315,6 +309,8 @@ def _quarantine(state_dir: str, name: str, rec: Recovery, why: str) -> None:
     src = os.path.join(state_dir, name)
     dst = f"{src}.{int(time.time())}.corrupt"
     os.replace(src, dst)
+    with contextlib.suppress(OSError):
+        os.chmod(dst, FILE_MODE)
     rec.quarantined.append(os.path.basename(dst))
     rec.notes.append(f"{name}: {why}; moved aside to {os.path.basename(dst)}")
 
@@ -326,10 +322,12 @@ def _save_bad_tail(state_dir: str, name: str, good: int, rec: Recovery, why: str
         f.seek(good)
         bad = f.read()
     dst = f"{path}.{int(time.time())}.corrupt"
-    with open(dst, "wb") as f:
-        f.write(bad)
-        f.flush()
-        os.fsync(f.fileno())
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        _write_all(fd, bad)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     with open(path, "r+b") as f:
         f.truncate(good)
         os.fsync(f.fileno())
@@ -352,7 +350,7 @@ def recover(state_dir: str, *, repair: bool = True) -> Recovery:
             if base.generation != g:
                 raise CorruptCheckpoint(f"generation {base.generation} in file of generation {g}")
             break
-        except (CorruptCheckpoint, OSError) as e:
+        except CorruptCheckpoint as e:
             rec.outcome = "quarantined"
             if repair:
                 _quarantine(state_dir, snapshot_name(g), rec, str(e))
@@ -380,6 +378,8 @@ def recover(state_dir: str, *, repair: bool = True) -> Recovery:
     expected = base_gen
     for g in later:
         if g != expected:
+            # A gap in the chain: later generations were written on top of records we do not have.
+            rec.outcome = "quarantined"
             rec.notes.append(f"journal generation {expected} missing; ignoring generations from {g}")
             _drop_generations_from(state_dir, g, journals, snaps, rec, repair)
             break
@@ -435,7 +435,7 @@ def write_snapshot(state_dir: str, snap: Snapshot) -> int:
     final = os.path.join(state_dir, snapshot_name(snap.generation))
     tmp = f"{final}.tmp.{os.getpid()}.{threading.get_ident()}"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         try:
             _write_all(fd, data)
             os.fsync(fd)
@@ -558,7 +558,7 @@ class JournalWriter:
     def _open(self, generation: int, good_size: int | None) -> None:
         path = os.path.join(self.state_dir, journal_name(generation))
         if good_size is None:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
             header = frame(_encoder.encode(JournalHeader(SCHEMA, generation, time.time(), self.settings)))
             try:
                 _write_all(fd, JOURNAL_MAGIC + header)
@@ -642,7 +642,7 @@ def start_compaction(
         started = time.monotonic()
         try:
             n = compact_missing(state_dir, generation)
-        except (OSError, CorruptCheckpoint) as e:
+        except (OSError, CorruptCheckpoint, CheckpointUnreadable) as e:
             on_result(
                 WriteResult(
                     "compact", False, error=str(e), generation=generation, duration=time.monotonic() - started
@@ -656,6 +656,10 @@ def start_compaction(
     t = threading.Thread(target=run, name="checkpoint-compactor", daemon=True)
     t.start()
     return t
+
+
+def record_decoder() -> msgspec.msgpack.Decoder[JournalHeader | Delta]:
+    return msgspec.msgpack.Decoder(JournalHeader | Delta)
 
 
 def encode_delta(d: Delta) -> bytes:

@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # at exit does not fail a second time.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except OSError as e:
+    except (OSError, ck.CheckpointUnreadable) as e:
         # A state dir or journal that cannot be read (missing, a directory where a file belongs, EACCES):
         # one line naming it, not a traceback.
         print(f"telemetryd: {e}", file=sys.stderr)

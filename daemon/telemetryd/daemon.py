@@ -18,7 +18,6 @@ import resource
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -26,9 +25,12 @@ import msgspec
 
 from . import checkpoint as ck
 from . import listener
+from .commit import Changes, Committer
 from .config import Config, ConfigError, Overrides, load_config
+from .discovery import watch_roots
+from .entry import stop_requested
 from .events import TOO_LONG
-from .exported import View, load_offsets
+from .exported import ExportRider, load_offsets
 from .exported import archive as archive_offsets
 from .httpserver import HttpServer
 from .listener import Health
@@ -39,7 +41,7 @@ from .notify import Notifier, format_status
 from .patterns import Extractor, PatternCounter
 from .reader import TailedFile
 from .series_policy import SeriesSlots
-from .sources import SourceSet, watch_roots
+from .sources import SourceSet
 from .wakeup import Wakeup
 from .watcher import Watcher
 from .webconfig import WebConfigError
@@ -54,17 +56,6 @@ TURN_SECONDS = 0.05
 STATS_EVERY = 0.5
 # With change notifications working, a full rescan (glob + stat of every file) at least this often.
 FULL_SCAN_SECONDS = 60.0
-
-
-@dataclass
-class _Inflight:
-    seq: int
-    events_total: int
-    files: list[tuple[TailedFile, int]]
-    dropped: list[ck.FileIdent]
-    patterns: list[Any]
-    truncated: bool
-    exported: View | None = None  # [prom] what the record commits, for the exported counters
 
 
 class Daemon:
@@ -94,22 +85,18 @@ class Daemon:
         self.slots = SeriesSlots(cfg.metrics.pattern_series, cfg.metrics.pattern_series_min_events)
         self.http: HttpServer | None = None
         self.watcher: Watcher | None = None
+        self._watched: list[tuple[str, bool]] = []
         self.writer: ck.JournalWriter | None = None
+        self.committer: Committer | None = None
         self._compactor: threading.Thread | None = None
         self._rotating = False
-        self._inflight: _Inflight | None = None
-        self._seq = 0
         # Counted for the stats pass, which skips its work when none of these moved.
         self._reads = 0
         self._scans = 0
         # Durations of the checkpoints written by this process (the latest ones), for the summary
         # logged at stop: benchmarks read it, the histogram metric cannot give exact quantiles.
         self._ckpt_durations: collections.deque[float] = collections.deque(maxlen=100_000)
-        self._durable_events = 0
-        self._events_at_cut = 0
-        self._last_cut = time.monotonic()
         self._last_error_log = 0.0
-        self._bytes_read_total = 0
         self._last_block = b""
         self._status_mark = (time.monotonic(), 0)
 
@@ -130,6 +117,8 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reload)
+        if stop_requested():  # SIGTERM while the modules were still loading (entry.py)
+            self._stop = True
 
     def _on_result(self, r: ck.WriteResult) -> None:
         self._results.put(r)
@@ -138,7 +127,8 @@ class Daemon:
     def run(self) -> int:
         self._install_signals()
         try:
-            os.makedirs(self.state_dir, exist_ok=True)
+            os.makedirs(self.state_dir, mode=ck.DIR_MODE, exist_ok=True)
+            ck.secure_state_dir(self.state_dir)
         except OSError as e:
             self.log.error("state_dir_unusable", state_dir=self.state_dir, error=e.strerror or str(e))
             return EXIT_FAILURE
@@ -189,13 +179,15 @@ class Daemon:
         self.notifier.extend_timeout(90)
         try:
             self._recover()
+        except ck.CheckpointUnreadable as e:
+            self.log.error("recovery_failed", state_dir=self.state_dir, path=e.path, error=str(e))
+            return EXIT_FAILURE
         except OSError as e:
             self.log.error("recovery_failed", state_dir=self.state_dir, error=e.strerror or str(e))
             return EXIT_FAILURE
-        roots = watch_roots(self.cfg.sources.paths)
         self._to_read: set[TailedFile] = set(self.sources.scan(time.monotonic()))
         if not self.once:
-            self._start_watcher(roots)
+            self._start_watcher()
         self.health.ready = True
         self.notifier.ready(self._status_line())
         self.log.info(
@@ -206,17 +198,40 @@ class Daemon:
         )
         try:
             code = self._loop()
-        finally:
-            code2 = self._shutdown()
-        return code or code2
+        except BaseException as e:
+            # Counts and offsets may disagree after an error in the middle of a block: commit nothing
+            # more. The last durable record stands; the next start reads on from its offsets.
+            self.log.exception(
+                "crashed", error=repr(e), note="no final checkpoint; a restart resumes from the last durable"
+            )
+            self._shutdown(commit=False)
+            if not isinstance(e, Exception):
+                raise
+            return EXIT_FAILURE
+        return code or self._shutdown(commit=True)
 
-    def _start_watcher(self, roots: list[tuple[str, bool]]) -> None:
-        mode = self.cfg.sources.watch
-        existing = [(r, rec) for r, rec in roots if os.path.isdir(r)]
-        if mode == "poll" or not existing:
+    def _start_watcher(self) -> None:
+        """(Re)start the watcher on the glob roots that exist now; stops the one running, if any."""
+        if self.watcher is not None:
+            self.watcher.stop()
             self.watcher = None
+        existing = self._existing_roots()
+        self._watched = existing
+        if self.cfg.sources.watch == "poll" or not existing:
             return
         self.watcher = Watcher(existing, self.wake, self.log)
+        self.log.info("watching", roots=[r for r, _ in existing])
+
+    def _existing_roots(self) -> list[tuple[str, bool]]:
+        return [(r, rec) for r, rec in watch_roots(self.cfg.sources.paths) if os.path.isdir(r)]
+
+    def _watch_new_roots(self) -> None:
+        """A glob directory created (or removed) since the watcher started: watch what exists now, so its
+        files are followed by notices, not only by rescans."""
+        if self.once or self.cfg.sources.watch == "poll":
+            return
+        if self._existing_roots() != self._watched:
+            self._start_watcher()
 
     def _recover(self) -> None:
         started = time.monotonic()
@@ -241,12 +256,10 @@ class Daemon:
         self.extractor = Extractor(p.key_fields, p.template_field, masks)
         settings = ck.Settings(self.extractor.digest, list(p.key_fields), p.template_field)
         self.counter = PatternCounter(self.extractor, p.max_patterns, self.cfg.sources.max_line_bytes)
-        self.sources = SourceSet(self.cfg.sources, self.log)
+        changes = Changes()
+        self.sources = SourceSet(self.cfg.sources, self.log, changes)
         state = rec.state
-        self.sources.load(state.files.values(), state.truncated)
-        for t in self.sources.files.values():
-            t.committed = t.offset
-        self._seq = state.seq
+        self.sources.load(state.files.values(), state.truncated, state.outside)
         generation, good_size = rec.journal_gen, rec.journal_good_size
         old = state.settings
         if old is not None and old.digest != settings.digest:
@@ -264,12 +277,11 @@ class Daemon:
             rec.needs_compaction = False
             self.metrics.settings_changes.inc()
         self.counter.restore(state.patterns, state.totals.events, state.totals.overflow, state.totals.skipped)
-        self._bytes_read_total = state.totals.bytes_read
         # Prometheus counters start at zero in every process; the restored totals are their baseline.
         self._base_events = self.counter.events_total
         self._base_overflow = self.counter.overflow_count
         self._base_skipped = dict(self.counter.skipped)
-        self._base_bytes_read = self._bytes_read_total
+        self._base_bytes_read = state.totals.bytes_read
         # [prom] the exported counters start from the recovered (durable) state, before any scrape sees them
         c = self.counter
         self.slots.recovered(c.table)
@@ -282,9 +294,12 @@ class Daemon:
             self.slots.held,
             self.slots.recent,
         )
-        self._durable_events = self._events_at_cut = self.counter.events_total
         self._status_mark = (time.monotonic(), self.counter.events_total)
         self.writer = ck.JournalWriter(self.state_dir, generation, good_size, settings, self._on_result)
+        self.committer = Committer(self.writer, self.counter, state.seq, state.totals.bytes_read, changes)
+        # [prom] series grants and the exported counters ride with every record
+        self.committer.riders.append(ExportRider(self.metrics.exported, self.slots, self.counter))
+        self.recovered = state
         if state.time:
             self.metrics.ckpt_last.set(state.time)
         if rec.needs_compaction and generation > 0:
@@ -298,7 +313,8 @@ class Daemon:
 
         doc = patterns_document(state, old.key_fields)
         tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, ck.FILE_MODE)
+        with open(fd, "wb") as f:
             f.write(json.dumps(doc, indent=1).encode())
             f.flush()
             os.fsync(f.fileno())
@@ -336,24 +352,18 @@ class Daemon:
             woke = now
             if self.watcher is not None:
                 changed = self.watcher.drain()
-                unknown = False
-                for path in changed:
-                    t = self.sources.by_path.get(path)
-                    if t is not None:
-                        self._to_read.add(t)
-                    elif self.sources.could_match(path):
-                        unknown = True
-                if unknown:
-                    next_scan = now
-                    full_scan_at = now
+                if changed:
+                    # Each notice is checked against the identity behind its path at once: a rotation is
+                    # followed within the latency of a notice, not at the next rescan.
+                    self._to_read.update(self.sources.on_notice(changed, now))
             if now >= next_poll:
-                # Polling every poll_seconds: every file when inotify is unavailable, else only files whose
-                # path is gone (rotated away), which no directory watch reports on.
-                polling = self.watcher is None or self.watcher.failed
-                if polling:
+                # Polling every poll_seconds: every file and path when inotify is unavailable, else only the
+                # files no notice brings (rotated away, held while a copy decision is timed).
+                if self.watcher is None or self.watcher.failed:
+                    self._to_read.update(self.sources.check_paths(now))
                     self._to_read.update(self.sources.files.values())
                 else:
-                    self._to_read.update(t for t in self.sources.gone if t.gone_since is not None)
+                    self._to_read.update(self.sources.waiting())
                 next_poll = now + cfg.sources.poll_seconds
             if now >= next_scan:
                 # While notifications work, a directory that did not change holds the same files, so
@@ -367,7 +377,9 @@ class Daemon:
                 for t in self.sources.release_finished(now):
                     self._to_read.discard(t)
                 self.sources.close_idle()
+                self._watch_new_roots()
                 next_scan = now + cfg.sources.rescan_seconds
+            self._to_read.update(self.sources.take_ready())
             counted_before = self.counter.events_total
             if self._to_read:
                 self._reads += 1
@@ -376,11 +388,12 @@ class Daemon:
                 self.metrics.ingest_delay.observe(time.monotonic() - woke)
                 self.metrics.observe_counts(*self._totals())
             self._to_read = more
-            self._maybe_cut(time_due=time.monotonic() - self._last_cut >= cfg.checkpoint.every_seconds)
+            self._maybe_cut()
             if now >= next_stats:
                 # Nothing read, written or scanned since the last pass: the figures are the same, and
                 # computing them walks every file.
-                mark = (self._reads, self._seq, self._durable_events, self._scans, len(self.sources.files))
+                com = self._com
+                mark = (self._reads, com.seq, com.durable_events, self._scans, len(self.sources.files))
                 if mark != stats_mark:
                     self._publish_stats()
                     stats_mark = mark
@@ -389,7 +402,13 @@ class Daemon:
             if more or self._stop:
                 continue
             # A cut is only due when something changed; otherwise an idle daemon would spin here.
-            cut_at = self._last_cut + cfg.checkpoint.every_seconds if self._dirty() else next_scan
+            com = self._com
+            if not com.dirty():
+                cut_at = next_scan
+            elif com.changes.urgent and not com.in_flight:
+                cut_at = now
+            else:
+                cut_at = com.last_cut + cfg.checkpoint.every_seconds
             deadline = min(next_scan, cut_at, next_poll, next_stats)
             wd = self.notifier.next_deadline()
             if wd is not None:
@@ -406,15 +425,25 @@ class Daemon:
         while files and not self._stop:
             files = self._read(files)
             self._handle_results()
-            self._maybe_cut(time_due=time.monotonic() - self._last_cut >= self.cfg.checkpoint.every_seconds)
+            self._maybe_cut()
         return EXIT_OK
 
+    @property
+    def _com(self) -> Committer:
+        assert self.committer is not None
+        return self.committer
+
     def _read(self, files: set[TailedFile]) -> set[TailedFile]:
-        """Read complete lines from each file, a bounded amount per file. Returns files with more to read."""
+        """Read complete lines from each file, a bounded amount per file. Returns files with more to read.
+
+        Per block: read (moves nothing), count, then advance the file: a checkpoint cut between two
+        blocks sees offsets and counts of the same instant, and an error before the advance leaves the
+        block to be read again."""
         more: set[TailedFile] = set()
         max_line = self.cfg.sources.max_line_bytes
         every = self.cfg.checkpoint.every_events
-        counter, sources = self.counter, self.sources
+        counter, sources, com = self.counter, self.sources, self._com
+        changes = com.changes
         wall = time.time()
         now = time.monotonic()
         turn_ends = now + TURN_SECONDS
@@ -423,93 +452,41 @@ class Daemon:
             if time.monotonic() > turn_ends:
                 more.update(pending[i:])
                 break
-            if t.ident not in sources.files or not sources.ensure_open(t):
-                continue
             try:
-                why = t.check_truncated()
-                if why:
-                    sources._reset(t, why)
+                if not sources.prepare(t, now):
+                    continue
                 for _ in range(BLOCKS_PER_TURN):
                     self.notifier.tick()
                     b = t.read_block(max_line)
-                    if not b.consumed:
+                    if b is None:
                         break
                     if b.too_long:
                         counter.skip(TOO_LONG, b.too_long)
                     if b.end:
                         counter.process_block(b.data, wall, b.end)
+                    t.advance(b)
+                    changes.file(t)
+                    com.bytes_read += b.consumed
                     # Freed only after the next block is allocated: a freed 1 MiB block at the top of the
                     # heap is given back to the kernel by glibc and the next read faults its pages in
                     # again (35k page faults and ~0.3 s per 2M events, measured).
                     self._last_block = b.data
-                    self._bytes_read_total += b.consumed
-                    sources.dirty.add(t)
                     t.last_active = now
-                    if counter.events_total - self._events_at_cut >= every:
+                    if counter.events_total - com.events_at_cut >= every:
                         self._handle_results()
-                        self._maybe_cut(time_due=False)
+                        self._maybe_cut()
                 else:
                     more.add(t)
             except OSError as e:
-                sources._error(t.path, "read_failed", e.strerror or str(e))
-                sources.close_file(t)
+                sources.read_failed(t, e)
         return more
 
     # --- checkpoints -------------------------------------------------------------------------------
 
-    def _dirty(self) -> bool:
-        s = self.sources
-        return bool(self.counter.dirty or s.dirty or s.dropped or s.truncated_dirty)
-
-    def _maybe_cut(self, time_due: bool) -> None:
-        count_due = self.counter.events_total - self._events_at_cut >= self.cfg.checkpoint.every_events
-        if (count_due or time_due) and self._dirty():
-            self._cut()
-
-    def _cut(self) -> bool:
-        """Hand the writer one record of everything changed since the last one. While a record is still
-        being written, changes keep accumulating and go out together in the next (group commit)."""
-        if self._inflight is not None or self.writer is None:
-            return False
-        started = time.monotonic()
-        self._seq += 1
-        files = list(self.sources.dirty)
-        dropped = list(self.sources.dropped)
-        # [prom] series grants go into this record, with the counts that caused them
-        self.slots.grant(self.counter.dirty, self.counter.table)
-        pats = list(self.counter.dirty)
-        c = self.counter
-        entries = [t.entry() for t in files]
-        truncated = self.sources.truncated_entries() if self.sources.truncated_dirty else None
-        delta = ck.Delta(
-            self._seq,
-            time.time(),
-            ck.Totals(c.events_total, c.overflow_count, self._bytes_read_total, dict(c.skipped)),
-            entries,
-            dropped,
-            pats,
-            truncated,
-        )
-        payload = ck.encode_delta(delta)
-        self._inflight = _Inflight(
-            self._seq,
-            c.events_total,
-            [(t, e.offset) for t, e in zip(files, entries, strict=True)],
-            dropped,
-            pats,
-            truncated is not None,
-            self.metrics.exported.capture(  # [prom]
-                c.events_total, c.overflow_count, c.skipped, len(c.table), self.slots.held, self.slots.recent
-            ),
-        )
-        self.sources.dirty = set()
-        self.sources.dropped = set()
-        self.sources.truncated_dirty = False
-        self.counter.dirty = set()
-        self._events_at_cut = c.events_total
-        self._last_cut = started
-        self.writer.append(payload, self._seq, c.events_total, started)
-        return True
+    def _maybe_cut(self) -> None:
+        c = self.cfg.checkpoint
+        if self._com.due(c.every_events, c.every_seconds, time.monotonic()):
+            self._com.cut()
 
     def _handle_results(self, block: bool = False) -> None:
         while True:
@@ -541,17 +518,10 @@ class Daemon:
                     self.log.error("checkpoint_compaction_failed", generation=r.generation, error=r.error)
 
     def _append_done(self, r: ck.WriteResult) -> None:
-        inf = self._inflight
-        self._inflight = None
-        assert inf is not None and inf.seq == r.seq
+        done = self._com.finished(r, self.sources.files)
         self.metrics.checkpoint_written(r.ok, r.duration, r.nbytes, time.time())
-        if r.ok:
+        if done.ok:
             self._ckpt_durations.append(r.duration)
-            self._durable_events = r.events_total
-            if inf.exported is not None:
-                self.metrics.exported.on_durable(inf.exported)  # [prom]
-            for t, off in inf.files:
-                t.committed = off
             if self._last_error_log:
                 self.log.info("checkpoint_recovered", seq=r.seq)
                 self._last_error_log = 0.0
@@ -564,12 +534,6 @@ class Daemon:
                 self._rotating = True
                 self.writer.rotate(self.writer.generation + 1)
             return
-        # Not durable: everything in the record goes into the next one (values are absolute).
-        live = self.sources.files
-        self.sources.dirty.update(t for t, _ in inf.files if live.get(t.ident) is t)
-        self.sources.dropped.update(i for i in inf.dropped if i not in live)
-        self.counter.dirty.update(inf.patterns)
-        self.sources.truncated_dirty |= inf.truncated
         now = time.monotonic()
         if now - self._last_error_log > 60:
             self._last_error_log = now
@@ -577,7 +541,7 @@ class Daemon:
                 "checkpoint_write_failed",
                 seq=r.seq,
                 error=r.error,
-                lag_events=self.counter.events_total - self._durable_events,
+                lag_events=done.lag_events,
                 note="reading goes on; the next checkpoint retries with everything since",
             )
 
@@ -614,6 +578,7 @@ class Daemon:
             checkpoint_lag_bytes=ckpt_lag,
             checkpoint_lag_events=lag_events,
             file_lags=[(p, n) for n, p in lags],
+            truncate_loss_windows=s.loss_windows,
         )
         self.metrics.observe(st)
 
@@ -624,8 +589,8 @@ class Daemon:
         return (
             c.events_total - self._base_events,
             c.overflow_count - self._base_overflow,
-            self._bytes_read_total - self._base_bytes_read,
-            c.events_total - self._durable_events,
+            self._com.bytes_read - self._base_bytes_read,
+            c.events_total - self._com.durable_events,
         )
 
     def _status_line(self) -> str:
@@ -635,7 +600,8 @@ class Daemon:
         rate = (c.events_total - prev_n) / (now - prev_t) if now > prev_t else 0.0
         self._status_mark = (now, c.events_total)
         ckpt_lag = self._lags()[1]
-        return format_status(len(self.sources.files), rate, c.events_total - self._durable_events, ckpt_lag)
+        lag = c.events_total - self._com.durable_events
+        return format_status(len(self.sources.files), rate, lag, ckpt_lag)
 
     # --- reload and shutdown -------------------------------------------------------------------------
 
@@ -653,50 +619,57 @@ class Daemon:
                 note="pattern settings change counts; they take effect at the next restart",
             )
             new = msgspec.structs.replace(new, patterns=self.cfg.patterns)
-        if (
-            new.checkpoint.state_dir != self.cfg.checkpoint.state_dir
-            or new.metrics.listen != self.cfg.metrics.listen
-        ):
+        if new.checkpoint.state_dir != self.cfg.checkpoint.state_dir or new.metrics != self.cfg.metrics:
+            # The listener (address, TLS, socket) and the per-pattern series are set up once, at start.
             self.log.warning(
-                "reload_restart_needed", note="state_dir and metrics.listen change at the next restart"
+                "reload_restart_needed", note="state_dir and the [metrics] keys change at the next restart"
             )
             new = msgspec.structs.replace(
                 new,
                 checkpoint=msgspec.structs.replace(new.checkpoint, state_dir=self.cfg.checkpoint.state_dir),
-                metrics=msgspec.structs.replace(new.metrics, listen=self.cfg.metrics.listen),
+                metrics=self.cfg.metrics,
             )
         self.cfg = new
         configure_logging(new.log.format, new.log.level)
+        # Every part that holds a copy of a setting takes the new value here.
         self.sources.configure(new.sources)
-        if self.watcher is not None:
-            self.watcher.stop()
-        self._start_watcher(watch_roots(new.sources.paths))
+        self.counter.max_line_bytes = new.sources.max_line_bytes
+        if not self.once:
+            self._start_watcher()
         self._to_read.update(self.sources.scan(time.monotonic()))
         self.log.info("reloaded", paths=new.sources.paths)
         self.notifier.ready(self._status_line())
 
-    def _shutdown(self) -> int:
+    def _shutdown(self, commit: bool) -> int:
+        """Stop. With commit, everything counted goes into a final record; without (after an unexpected
+        error), only the record already in flight is waited for: it was cut between blocks."""
         self.notifier.stopping()
         self.notifier.extend_timeout(30)
         if self.watcher is not None:
             self.watcher.stop()
         code = EXIT_OK
-        if self.writer is not None:
-            # Wait for the record in flight, then commit everything after it.
-            while self._inflight is not None:
+        com = self.committer
+        if self.writer is not None and com is not None:
+            while com.in_flight:
                 self._handle_results(block=True)
-            if self._dirty() and self._cut():
-                while self._inflight is not None:
-                    self._handle_results(block=True)
-            if self._durable_events != self.counter.events_total or self._dirty():
-                self.log.error(
-                    "final_checkpoint_failed", lag_events=self.counter.events_total - self._durable_events
-                )
-                code = EXIT_FAILURE
+            if commit:
+                if com.dirty() and com.cut():
+                    while com.in_flight:
+                        self._handle_results(block=True)
+                if com.durable_events != self.counter.events_total or com.dirty():
+                    self.log.error(
+                        "final_checkpoint_failed", lag_events=self.counter.events_total - com.durable_events
+                    )
+                    code = EXIT_FAILURE
             if self._compactor is not None:
                 self._compactor.join()
                 self._handle_results()
             self.writer.close()
+        if not commit:
+            self.sources.close_all()
+            if self.http is not None:
+                self.http.close()
+            return EXIT_FAILURE
         self._publish_stats()
         self.sources.close_all()
         if self.http is not None:
@@ -705,7 +678,7 @@ class Daemon:
         self.log.info(
             "stopped",
             events_total=self.counter.events_total,
-            checkpoint_seq=self._seq,
+            checkpoint_seq=self._com.seq,
             checkpoints_written=len(d),
             checkpoint_p50_ms=round(d[len(d) // 2] * 1000, 3) if d else None,
             checkpoint_p99_ms=round(d[min(len(d) - 1, len(d) * 99 // 100)] * 1000, 3) if d else None,

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import Protocol
 
 import msgspec
 from prometheus_client.metrics_core import Metric
@@ -27,7 +28,7 @@ from prometheus_client.registry import Collector
 
 from .events import SKIP_REASONS
 from .patterns import PatternState
-from .series_policy import series_value
+from .series_policy import SeriesSlots, series_value
 
 # What a cut copies of each pattern holding a series (one C call per pattern).
 _STATE = attrgetter("count", "absorbed", "export_base", "absorbed_into")
@@ -346,3 +347,35 @@ class ExportedCounts(Collector):
                 "telemetryd_pattern_events_total", {"pattern_id": OTHER, **blank}, v.events - total
             )
         yield from (events, overflow, skipped, created, per, info, first, held, limit)
+
+
+class PatternCounts(Protocol):
+    """What the rider reads of the pattern table (patterns.PatternCounter)."""
+
+    events_total: int
+    overflow_count: int
+    skipped: dict[str, int]
+    table: dict[str, PatternState]
+    dirty: set[PatternState]
+
+
+@dataclass
+class ExportRider:
+    """Rides with every journal record (commit.RecordRider): as the record is cut, grants series to the
+    patterns that earned one (so the grant is committed in that record) and captures the values it
+    commits; once the record is durable, publishes them."""
+
+    exported: ExportedCounts
+    slots: SeriesSlots
+    counts: PatternCounts
+
+    def at_cut(self) -> View:
+        c, slots = self.counts, self.slots
+        slots.grant(c.dirty, c.table)
+        return self.exported.capture(
+            c.events_total, c.overflow_count, c.skipped, len(c.table), slots.held, slots.recent
+        )
+
+    def at_durable(self, captured: object) -> None:
+        assert isinstance(captured, View)
+        self.exported.on_durable(captured)

@@ -62,6 +62,7 @@ class Stats:
     checkpoint_lag_bytes: int = 0
     checkpoint_lag_events: int = 0
     file_lags: list[tuple[str, int]] = field(default_factory=list)  # the top files by read lag
+    truncate_loss_windows: int = 0
 
 
 class Metrics:
@@ -118,6 +119,12 @@ class Metrics:
             "telemetryd_checkpoint_compactions", "Journal compactions by result", ["result"], registry=r
         )
         self.rotations = Counter("telemetryd_rotations", "File rotations seen, by kind", ["kind"], registry=r)
+        self.loss_windows = Counter(
+            "telemetryd_truncate_loss_windows",
+            "Truncations of a file read past its start: lines written after the last read and before the"
+            " truncation may be in no file (docs/design.md, Delivery guarantee)",
+            registry=r,
+        )
         self.recoveries = Counter(
             "telemetryd_recoveries", "Recoveries at start, by outcome", ["outcome"], registry=r
         )
@@ -171,9 +178,11 @@ class Metrics:
         for path, lag in s.file_lags:
             self.file_lag.labels(path).set(lag)
         self._file_lag_paths = paths
+        self.loss_windows.inc(s.truncate_loss_windows - p.truncate_loss_windows)
         self._prev = Stats(
             s.events, s.overflow, s.bytes_read, dict(s.skipped), dict(s.rotations), dict(s.source_errors)
         )
+        self._prev.truncate_loss_windows = s.truncate_loss_windows
 
     def checkpoint_written(self, ok: bool, duration: float, nbytes: int, when: float) -> None:
         self.ckpt_writes.labels("ok" if ok else "error").inc()

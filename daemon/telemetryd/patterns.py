@@ -22,6 +22,9 @@ from .events import (
     skip_reason,
 )
 from .masking import DIGIT_SHAPE, RULESET_VERSION, Masker
+
+# PatternState is a committed record: it lives in records.py (the bottom layer) since issue 14.
+from .records import PatternState as PatternState
 from .structure import VARIABLE_AT, GroupKey, Structure
 
 EXAMPLE_MAX_CHARS = 1024
@@ -34,29 +37,6 @@ TEMPLATE_CACHE_MAX = 1 << 16
 BLOCK_PATH_BACKOFF = 8
 
 _NO_ENTRY = object()
-
-
-class PatternState(msgspec.Struct, array_like=True, gc=False, eq=False):
-    """One pattern and its exact count. eq=False: hashed by identity, so it can sit in the dirty set."""
-
-    id: str
-    key: tuple[str | None, ...]
-    template: str | None
-    count: int
-    first_seen: float
-    last_seen: float
-    example: str
-    # Fields below were added after schema 1; trailing defaults keep older records decodable.
-    # Set on a pattern folded into a more general one (docs/design.md, "Generalised patterns and
-    # monotone series"): its count is frozen from then on and the entry kept, so `patterns` can show
-    # what a general pattern absorbed and its metric series stays where it was.
-    absorbed_into: str | None = None
-    # Events this pattern took over from the patterns it absorbed: count - absorbed were counted into it
-    # directly.
-    absorbed: int = 0
-    # The direct count (count - absorbed) when the pattern was given its own metric series, -1 while it
-    # has none. Committed with the count, so after a restart the series continues from the same base.
-    export_base: int = -1
 
 
 def pattern_id(key_fields: Sequence[str], key: Sequence[str | None], template: str | None) -> str:
