@@ -457,6 +457,22 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def write_file_durably(state_dir: str, name: str, data: bytes) -> str:
+    """A small file in the state dir, there whole or not at all: a temp file of the state dir's mode,
+    fsync, rename, fsync of the directory. Returns its path."""
+    path = os.path.join(state_dir, name)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(state_dir)
+    return path
+
+
 def remove_stray_temp_files(state_dir: str) -> None:
     for name in os.listdir(state_dir):
         if ".tmp." in name:

@@ -308,18 +308,12 @@ class Daemon:
     def _archive(self, state: ck.State, old: ck.Settings, new: ck.Settings) -> None:
         """Pattern settings changed: the old counts cannot be continued, so keep them in a file."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        path = os.path.join(self.state_dir, f"archive-{stamp}-{old.digest}.json")
         from .report import patterns_document
 
         doc = patterns_document(state, old.key_fields)
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, ck.FILE_MODE)
-        with open(fd, "wb") as f:
-            f.write(json.dumps(doc, indent=1).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        ck.fsync_dir(self.state_dir)
+        path = ck.write_file_durably(
+            self.state_dir, f"archive-{stamp}-{old.digest}.json", json.dumps(doc, indent=1).encode()
+        )
         self.log.warning(
             "pattern_settings_changed",
             old_digest=old.digest,

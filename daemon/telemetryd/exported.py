@@ -26,6 +26,7 @@ import msgspec
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from .checkpoint import write_file_durably
 from .events import SKIP_REASONS
 from .patterns import PatternState
 from .series_policy import SeriesSlots, series_value
@@ -108,18 +109,7 @@ def load_offsets(state_dir: str) -> Offsets:
 
 
 def save_offsets(state_dir: str, offsets: Offsets) -> None:
-    path = os.path.join(state_dir, OFFSETS_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(msgspec.json.format(msgspec.json.encode(offsets), indent=1))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_file_durably(state_dir, OFFSETS_FILE, msgspec.json.format(msgspec.json.encode(offsets), indent=1))
 
 
 def archive(
