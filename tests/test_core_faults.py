@@ -256,7 +256,11 @@ def test_reload_keeps_reader_and_counter_line_limits_in_step(tmp_path: Path, dae
     assert s.counts() == expected(a=10, b=3)
 
 
-def test_reload_turning_pattern_series_on_counts_from_then(tmp_path: Path, daemons) -> None:
+def test_reload_leaves_the_series_keys_to_the_restart_and_series_stay_exact(tmp_path: Path, daemons) -> None:
+    """Before: turning pattern_series on by reload started the series from a base built at that moment,
+    and only if it had been on at start. Now which patterns hold a series is committed state
+    (export_base), so the [metrics] keys take effect at the next start and a reload leaves the series
+    exact: they continue from the committed counts and sum to events_total."""
     s = Setup(tmp_path, "*.jsonl")
     f = s.dir / "a.jsonl"
     append(f, lines("a", 100))
@@ -267,6 +271,7 @@ def test_reload_turning_pattern_series_on_counts_from_then(tmp_path: Path, daemo
     s.cfg.write_text(s.cfg.read_text().replace("[metrics]\n", "[metrics]\npattern_series = 5\n"))
     d.kill(signal.SIGHUP)
     wait_for(lambda: any(e.get("event") == "reloaded" for e in d.events()), what="reload")
+    assert any(e.get("event") == "reload_restart_needed" for e in d.events()), d.log()
     append(f, lines("a", 10))
     s.wait_total(110)
 
@@ -274,10 +279,9 @@ def test_reload_turning_pattern_series_on_counts_from_then(tmp_path: Path, daemo
         m = scrape(port)
         return sum(v for k, v in m.items() if k.startswith("telemetryd_pattern_events_total{"))
 
-    # The series counts what this process counted since the series were turned on, never the 100 events
-    # committed by an earlier process.
-    wait_for(lambda: series() >= 10, what="per-pattern series")
-    assert series() == 10
+    wait_for(lambda: series() >= 110, what="per-pattern series")
+    m = scrape(port)
+    assert series() == 110 == m["telemetryd_events_total"]
     assert d.stop() == 0, d.log()
 
 

@@ -350,5 +350,4 @@ def test_truncated_file_is_committed_with_its_new_fingerprint(tmp_path: Path, da
     assert d.stop() == 0, d.log()
     doc = cli_json("checkpoint", "show", "--state-dir", str(s.state), "--config", str(s.cfg))
     [entry] = doc["files"]
-    # FileEntry: dev, ino, path, offset, fp, fp_len, tail, tail_len
-    assert entry[3] == len(app.read_bytes()) and entry[5] == len(app.read_bytes()), entry
+    assert entry["offset"] == len(app.read_bytes()) and entry["fp_len"] == len(app.read_bytes()), entry
