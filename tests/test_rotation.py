@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import cli_json, free_port, scrape, wait_for
 from lifecycle_helpers import Setup, append, expected, lines, log_events, settle
 
@@ -40,11 +41,13 @@ def rotating_writer(path: Path, count: int, mode: str, seed: int, **kw: float) -
     return subprocess.Popen(args, stdout=subprocess.PIPE)
 
 
-def test_three_generations_renamed_out_of_the_glob_all_counted(tmp_path: Path, daemons) -> None:
+@pytest.mark.parametrize("watch", ["auto", "poll"])
+def test_three_generations_renamed_out_of_the_glob_all_counted(tmp_path: Path, daemons, watch: str) -> None:
     """The issue's reproduction: 1,000 lines, rename to .1, 1,000, rename to .2, 1,000, one second apart,
-    with `*.jsonl` and a 5 s rescan: every generation is found through its change notice (2,000 of 3,000
-    were counted: the middle one was renamed away before any rescan saw it)."""
-    s = Setup(tmp_path, "*.jsonl", rescan=5.0)
+    with `*.jsonl` and a 5 s rescan: every generation is found through its change notice, or when polling
+    by the identity check of each path every poll_seconds (2,000 of 3,000 were counted: the middle one
+    was renamed away before any rescan saw it)."""
+    s = Setup(tmp_path, "*.jsonl", rescan=5.0, extra=f'watch = "{watch}"\n')
     app = s.dir / "app.jsonl"
     d = daemons(*s.args)
     d.wait_ready()

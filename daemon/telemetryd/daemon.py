@@ -354,10 +354,14 @@ class Daemon:
                 # Polling every poll_seconds: every file and path when inotify is unavailable, else only the
                 # files no notice brings (rotated away, held while a copy decision is timed).
                 if self.watcher is None or self.watcher.failed:
-                    self._to_read.update(self.sources.check_paths(now))
-                    self._to_read.update(self.sources.files.values())
-                else:
-                    self._to_read.update(self.sources.waiting())
+                    # No notices: a directory whose entries changed is scanned now (new files, renames);
+                    # otherwise one stat per known path checks the identity behind it.
+                    if self.sources.dirs_changed():
+                        self._to_read.update(self.sources.scan(now))
+                        self._scans += 1
+                    else:
+                        self._to_read.update(self.sources.check_paths(now))
+                self._to_read.update(self.sources.waiting())
                 next_poll = now + cfg.sources.poll_seconds
             if now >= next_scan:
                 # While notifications work, a directory that did not change holds the same files, so

@@ -242,6 +242,12 @@ class SourceSet:
             return False
         return self.globs.dir_marks() == self._dir_marks
 
+    def dirs_changed(self) -> bool:
+        """An entry of a glob's directory was created, removed or renamed since the last full scan (one
+        stat per directory). False when that cannot be told (wildcard directories): rescans cover them."""
+        marks = self.globs.dir_marks()
+        return marks is not None and marks != self._dir_marks
+
     def _awaiting(self) -> bool:
         return bool(self.gone or self._holds or self._error_logged)
 
@@ -418,14 +424,15 @@ class SourceSet:
         return self._adopt_unseen(path, ident, now)
 
     def check_paths(self, now: float) -> list[TailedFile]:
-        """Without notices (polling): the identity behind every known path."""
+        """Without notices (polling): the identity behind every known path, with one stat each. Returns
+        the files worth reading: new ones, and known ones whose size moved away from the offset."""
         out: list[TailedFile] = []
         self._heads = None
         for p in list(self.by_path):
-            out.extend(self._check_path(p, now))
+            out.extend(self._check_path(p, now, only_changed=True))
         return out
 
-    def _check_path(self, path: str, now: float) -> list[TailedFile]:
+    def _check_path(self, path: str, now: float, only_changed: bool = False) -> list[TailedFile]:
         t = self.by_path.get(path)
         try:
             st = os.stat(path)
@@ -436,7 +443,7 @@ class SourceSet:
         if st is not None and not stat.S_ISREG(st.st_mode):
             st = None
         if t is not None and st is not None and (st.st_dev, st.st_ino) == t.ident:
-            return [t]
+            return [t] if not only_changed or st.st_size != t.offset or t in self._holds else []
         out: list[TailedFile] = []
         if t is not None:
             # The path leads elsewhere, or nowhere: t was renamed away or deleted; its descriptor is
