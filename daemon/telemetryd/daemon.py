@@ -27,7 +27,7 @@ import msgspec
 from . import checkpoint as ck
 from .config import Config, ConfigError, Overrides, load_config, parse_listen
 from .events import TOO_LONG
-from .lock import LockHeld, StateLock
+from .lock import LockHeld, LockUnsafe, StateLock
 from .logs import configure as configure_logging
 from .metrics import Health, HttpServer, Metrics, Stats, make_app
 from .notify import Notifier, format_status
@@ -138,6 +138,9 @@ class Daemon:
         except LockHeld as e:
             self.log.error("state_dir_locked", state_dir=self.state_dir, holder_pid=e.holder)
             return EXIT_LOCKED
+        except LockUnsafe as e:
+            self.log.error("state_dir_lock_unsafe", path=e.path, reason=e.why, error=str(e))
+            return EXIT_USAGE
         except OSError as e:
             self.log.error("state_dir_unusable", state_dir=self.state_dir, error=e.strerror or str(e))
             return EXIT_FAILURE
