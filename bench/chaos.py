@@ -108,6 +108,7 @@ def _telemetryd() -> str:
     return str(here) if here.exists() else "telemetryd"
 
 
+ROTATE_WAIT = 2.0
 CONFIG = """\
 [sources]
 rescan_seconds = 0.5
@@ -448,13 +449,15 @@ class Round:
                 rotations[e["op"]] += 1
             if e["op"] == "delete":
                 deleted_at[e["grave"]] = e["t"]
-        down = lr.down_intervals(self.fault_log, lr.ready_times(sorted(self.logs.iterdir())))
+        down = lr.down_intervals(
+            self.fault_log, lr.ready_times(sorted(self.logs.iterdir())), grace=ROTATE_WAIT + 2.0
+        )
         doc = self.cli_json("patterns")
         counted: dict[str, int] = {}
         for p in doc["patterns"]:
             counted[p["key"]["id"]] = counted.get(p["key"]["id"], 0) + p["count"]
         kinds = lr.kinds_of_files(journal)
-        v = lr.verdict(written, files, counted, deleted_at, down, kinds)
+        v = lr.verdict(lr.written_ids(written), files, counted, deleted_at, down, kinds)
         if doc["overflow_count"]:
             self.problems.append(f"overflow_count {doc['overflow_count']}")
         if doc["events_total"] != sum(counted.values()):

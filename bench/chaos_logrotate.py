@@ -23,7 +23,8 @@ operators run them, and the per-line verdict.
   in some file and were counted 0 times; window = ids written but in no file (lost to copytruncate's
   window whatever a tailer does: tolerated, counted 0 or 1 times). Lines lost only because their file
   was deleted (rotate N) while no daemon ran (from a fault to the next run's `ready`, or while
-  SIGSTOPped) are tolerated and reported apart.
+  SIGSTOPped) or shortly before a kill (within rotate_wait + 2 s: not yet read to its end and
+  committed) are tolerated and reported apart (`deleted_unread`).
 """
 
 from __future__ import annotations
@@ -189,16 +190,20 @@ def ready_times(logs: Iterable[Path]) -> list[float]:
     return sorted(out)
 
 
-def down_intervals(faults: list[tuple[float, str, float]], ready: list[float]) -> list[tuple[float, float]]:
-    """(start, end) wall-clock spans with no daemon able to read: a kill or SIGTERM until the next run's
-    `ready`; a SIGSTOP until its SIGCONT. `faults` holds (time, kind, end) with end = SIGCONT time."""
+def down_intervals(
+    faults: list[tuple[float, str, float]], ready: list[float], grace: float = 0.0
+) -> list[tuple[float, float]]:
+    """(start, end) wall-clock spans in which a deleted file's unread lines may be lost to any tailer: a
+    kill or SIGTERM until the next run's `ready`, and `grace` seconds before it (a deleted file lives
+    only in the daemon's descriptor until it has read it to the end and committed it; a stop in that
+    time loses the rest); a SIGSTOP until its SIGCONT. `faults` holds (time, kind, end), end = SIGCONT."""
     spans = []
     for t, kind, end in faults:
         if kind == "sigstop":
             spans.append((t, end))
         else:
             j = bisect.bisect_right(ready, t)
-            spans.append((t, ready[j] if j < len(ready) else float("inf")))
+            spans.append((t - grace, ready[j] if j < len(ready) else float("inf")))
     return spans
 
 
@@ -234,15 +239,20 @@ def lines_in(p: Path) -> tuple[list[str], int]:
     return ids, frags
 
 
+def written_ids(written: dict[int, int]) -> set[str]:
+    """The ids a set of services wrote: service id -> lines written, seq from 0 without gaps."""
+    return {f"{w}-{s}" for w, n in written.items() for s in range(n)}
+
+
 def verdict(
-    written: dict[int, int],
+    all_ids: set[str],
     files: list[Path],
     counted: dict[str, int],
     deleted_at: dict[str, float],
     down: list[tuple[float, float]],
     kinds: dict[str, str],
 ) -> Verdict:
-    """`written`: service id -> lines written; `files`: every live file, rotated copy and graveyard entry;
+    """`all_ids`: every line written (complete); `files`: every live file, rotated copy and graveyard entry;
     `counted`: the daemon's count per id; `deleted_at`: graveyard path -> wall time of its deletion;
     `kinds`: file name -> "live" or the rotation kind that made it.
 
@@ -265,7 +275,6 @@ def verdict(
             if i in home:
                 v.problems.append(f"harness bug: line {i} in {home[i]} and {p}")
             home[i] = str(p)
-    all_ids = {f"{w}-{s}" for w, n in written.items() for s in range(n)}
     v.written = len(all_ids)
     v.in_files = len(home)
     stray = set(home) - all_ids

@@ -15,3 +15,15 @@ chaos: venv
 chaos-logrotate: venv
 	$(BIN)/python bench/chaos.py --mode logrotate --kills $(CHAOS_LR_KILLS) --writers 2 --rate 1000 \
 		--progress 50 $(CHAOS_LR_ARGS)
+
+# `make chaos-model`: the model-based lifecycle test (tests/test_lifecycle_model.py) with a longer
+# setting than `make test`'s; MODEL_SEED=random for a fresh seed.
+MODEL_EXAMPLES ?= 40
+MODEL_STEPS ?= 40
+MODEL_SEED ?= random
+
+.PHONY: chaos-model
+
+chaos-model: venv
+	TELEMETRYD_MODEL_EXAMPLES=$(MODEL_EXAMPLES) TELEMETRYD_MODEL_STEPS=$(MODEL_STEPS) \
+		TELEMETRYD_MODEL_SEED=$(MODEL_SEED) $(BIN)/python -m pytest -q -x tests/test_lifecycle_model.py

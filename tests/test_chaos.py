@@ -148,7 +148,9 @@ def test_verdict_per_line(tmp_path: Path) -> None:
     deleted_at = {str(files[3]): 105.0, str(files[4]): 200.0}
     down = lr.down_intervals([(100.0, "sigkill", 0.0), (300.0, "sigstop", 301.0)], [110.0, 120.0])
     assert down == [(100.0, 110.0), (300.0, 301.0)]
-    v = lr.verdict({0: 11}, files, counted, deleted_at, down, kinds)
+    # A deleted file's unread lines are at risk until read and committed: a kill soon after counts too.
+    assert lr.down_intervals([(100.0, "sigkill", 0.0)], [110.0], grace=4.0) == [(96.0, 110.0)]
+    v = lr.verdict(lr.written_ids({0: 11}), files, counted, deleted_at, down, kinds)
     assert (v.written, v.in_files, v.fragments) == (11, 8, 1)
     # 0-2, 0-5 and 0-8 (half a line is no line) are in no file, a truncate's window; 0-2 and 0-8 were
     # counted (read before the truncate): fine, once.
@@ -159,4 +161,4 @@ def test_verdict_per_line(tmp_path: Path) -> None:
     assert v.phantom == 1 and v.examples["phantom"] == ["9-9"]
     assert not v.ok()
     perfect = {i: 1 for i in ("0-0", "0-1", "0-3", "0-4", "0-6", "0-7", "0-9", "0-10")}
-    assert lr.verdict({0: 11}, files, perfect, deleted_at, down, kinds).ok()
+    assert lr.verdict(lr.written_ids({0: 11}), files, perfect, deleted_at, down, kinds).ok()
