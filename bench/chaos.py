@@ -111,7 +111,7 @@ def _telemetryd() -> str:
 ROTATE_WAIT = 2.0
 CONFIG = """\
 [sources]
-rescan_seconds = 0.5
+rescan_seconds = {rescan_seconds}
 rotate_wait_seconds = 2.0
 [patterns]
 key_fields = ["{key}"]
@@ -145,6 +145,7 @@ class Round:
             CONFIG.format(
                 every_events=a.every_events,
                 compact_bytes=a.compact_bytes,
+                rescan_seconds=a.rescan_seconds,
                 # Per-line check: every line is its own pattern, so the table holds every line written.
                 key="id" if self.logrotate else "k",
                 max_patterns=10_000_000 if self.logrotate else 100_000,
@@ -208,6 +209,15 @@ class Round:
                 )
             )
         return ws
+
+    def code_under_test(self) -> str:
+        """Where the daemon's package is imported from (PYTHONPATH can point at another checkout)."""
+        r = subprocess.run(
+            [sys.executable, "-c", "import telemetryd, os; print(os.path.dirname(telemetryd.__file__))"],
+            capture_output=True,
+            text=True,
+        )
+        return r.stdout.strip() or r.stderr.strip()[-200:]
 
     def start_services(self) -> list[subprocess.Popen[bytes]]:
         """logrotate mode: one service per file, and one rotator for all of them."""
@@ -467,6 +477,7 @@ class Round:
         self.problems += v.problems
         report = {
             "seed": a.seed,
+            "code": self.code_under_test(),
             "faults": dict(self.faults),
             "rotations": dict(rotations),
             **{k: getattr(v, k) for k in ("written", "in_files", "window", "window_counted", "lost")},
@@ -480,7 +491,8 @@ class Round:
         (self.work / "verdict.json").write_text(json.dumps(report, indent=1) + "\n")
         print(
             f"faults: {dict(self.faults)} rotations: {dict(rotations)} daemon runs={self.runs} "
-            f"files={len(files)} seconds={time.monotonic() - started:.0f} workdir={self.work}",
+            f"files={len(files)} seconds={time.monotonic() - started:.0f} workdir={self.work} "
+            f"code={self.code_under_test()}",
             file=sys.stderr,
         )
         if report["by_kind"]:
@@ -536,6 +548,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--p-term", type=float, default=0.12, help="share of faults that are SIGTERM")
     ap.add_argument("--p-stop", type=float, default=0.08, help="share of faults that are SIGSTOP/SIGCONT")
+    ap.add_argument(
+        "--rescan-seconds",
+        type=float,
+        default=None,
+        help="sources.rescan_seconds (0.5; logrotate mode: the default 5, as a new user runs it)",
+    )
     ap.add_argument("--every-events", type=int, default=200)
     ap.add_argument(
         "--compact-bytes",
@@ -563,6 +581,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         a.rotate_min = 0.3 if lrm else 1.0
     if a.rotate_max is None:
         a.rotate_max = 2.0 if lrm else 4.0
+    if a.rescan_seconds is None:
+        a.rescan_seconds = 5.0 if lrm else 0.5
     if a.compact_bytes is None:
         a.compact_bytes = (1 << 20) if lrm else 64 * 1024
     if a.rotate is None:
