@@ -108,7 +108,10 @@ def _telemetryd() -> str:
     return str(here) if here.exists() else "telemetryd"
 
 
-ROTATE_WAIT = 2.0
+# A file deleted (rotate N) this long before a kill or SIGTERM may not be read to its end and committed
+# yet (the daemon reads at once and commits every 0.2 s; 1 s allows for a loaded machine): its unread
+# lines are lost to any tailer and tolerated (deleted_unread), like those of a file deleted while down.
+DELETE_GRACE = 1.0
 CONFIG = """\
 [sources]
 rescan_seconds = {rescan_seconds}
@@ -460,7 +463,7 @@ class Round:
             if e["op"] == "delete":
                 deleted_at[e["grave"]] = e["t"]
         down = lr.down_intervals(
-            self.fault_log, lr.ready_times(sorted(self.logs.iterdir())), grace=ROTATE_WAIT + 2.0
+            self.fault_log, lr.ready_times(sorted(self.logs.iterdir())), grace=DELETE_GRACE
         )
         doc = self.cli_json("patterns")
         counted: dict[str, int] = {}

@@ -23,7 +23,7 @@ operators run them, and the per-line verdict.
   in some file and were counted 0 times; window = ids written but in no file (lost to copytruncate's
   window whatever a tailer does: tolerated, counted 0 or 1 times). Lines lost only because their file
   was deleted (rotate N) while no daemon ran (from a fault to the next run's `ready`, or while
-  SIGSTOPped) or shortly before a kill (within rotate_wait + 2 s: not yet read to its end and
+  SIGSTOPped) or shortly before a kill (within 1 s: not yet read to its end and
   committed) are tolerated and reported apart (`deleted_unread`).
 """
 

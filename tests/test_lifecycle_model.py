@@ -42,7 +42,7 @@ from typing import Any
 
 import hypothesis.strategies as st
 from conftest import BIN, KEY_CONFIG, wait_for
-from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis import HealthCheck, Phase, event, seed, settings
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
@@ -247,6 +247,7 @@ class LifecycleModel(RuleBasedStateMachine):
         )
         self.kinds[dest.name] = "copytruncate"
         service = None
+        event(f"copytruncate {'inside' if inside else 'outside'}, {'a' if live_writer else 'no'} live writer")
         if live_writer:
             self.finish(lv)  # one writer at a time per line: the service's lines must stay whole
             self.services += 1
@@ -393,10 +394,13 @@ class LifecycleModel(RuleBasedStateMachine):
             elif op.startswith("copytruncate"):
                 self.do_copytruncate(name, op.endswith("_in"), live_writer=False)
             else:
+                ino = os.stat(self.dir / name).st_ino
                 self.do_delete(name, 0)
-                # The inode was freed (no daemon holds it): the new file often gets it back.
+                # The inode was freed (no daemon holds it): the new file often gets it back, and the
+                # checkpoint's entry for that inode must not be resumed on the new bytes.
                 self.files[name] = Live(os.open(self.dir / name, FLAGS | os.O_EXCL, 0o644))
                 self.write_lines(self.files[name].fd, 5)
+                event("inode reused" if os.stat(self.dir / name).st_ino == ino else "inode not reused")
         self.start()
 
     # --- the check ----------------------------------------------------------------------------------
