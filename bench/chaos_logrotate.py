@@ -120,8 +120,10 @@ def rotator_main(a: argparse.Namespace) -> int:
     paths = a.files.split(",")
     pids = [int(p) for p in a.pids.split(",")]
     kinds = a.kinds.split(",")
-    # The rotation kind of each generation of each file, .1 first: names the kind of every rotated file.
-    gens: list[list[str]] = [[] for _ in paths]
+    # Each rotated generation of each file, .1 first: the rotation kind that made it and, for a renamed
+    # one, the wall-clock span it spent under the live name (in the glob); a copy never was there.
+    gens: list[list[dict[str, Any]]] = [[] for _ in paths]
+    born = [time.time() for _ in paths]  # when the file now under the live name was created
     now = time.monotonic()
     due = [now + rnd.uniform(a.rotate_min, a.rotate_max) for _ in paths]
     graveyard = Path(a.graveyard)
@@ -146,24 +148,26 @@ def rotator_main(a: argparse.Namespace) -> int:
                 grave = graveyard / f"{Path(path).name}.{top}.deleted-{time.time_ns()}"
                 os.link(victim, grave)
                 os.unlink(victim)
-                note(op="delete", path=victim, grave=str(grave), kind=gens[i].pop())
+                note(op="delete", path=victim, grave=str(grave), **gens[i].pop())
                 top -= 1
             for g in range(top, 0, -1):
                 os.rename(f"{path}.{g}", f"{path}.{g + 1}")
-            gens[i].insert(0, kind)
             if kind == "rename":
                 os.rename(path, f"{path}.1")
+                gens[i].insert(0, {"kind": kind, "in_glob": [born[i], time.time()]})
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # logrotate's `create`
+                born[i] = time.time()
                 os.close(fd)
                 os.kill(pids[i], signal.SIGHUP)  # postrotate: the service reopens its log
                 note(op="rename", path=path)
             else:
+                gens[i].insert(0, {"kind": kind, "in_glob": None})
                 copied = _copy(path, f"{path}.1")
                 os.truncate(path, 0)
                 note(op="copytruncate", path=path, copied=copied)
             due[i] = time.monotonic() + rnd.uniform(a.rotate_min, a.rotate_max)
-        for path, kinds_of in zip(paths, gens, strict=True):
-            note(op="final", path=path, kinds=kinds_of)
+        for path, g in zip(paths, gens, strict=True):
+            note(op="final", path=path, gens=g, born=born[paths.index(path)])
     return 0
 
 
@@ -216,6 +220,7 @@ class Verdict:
     lost: int = 0
     lost_copy_tail: int = 0  # of `lost`: the unread end of a copytruncate copy (see verdict())
     lost_deleted_while_down: int = 0
+    lost_unseen: int = 0  # in a generation that left the glob before any daemon run could commit it
     duplicated: int = 0  # extra counts: an id counted n > 1 times adds n - 1
     phantom: int = 0  # counted ids never written
     fragments: int = 0  # half lines left by truncates (in the copy's end or the truncated file's start)
@@ -251,10 +256,12 @@ def verdict(
     deleted_at: dict[str, float],
     down: list[tuple[float, float]],
     kinds: dict[str, str],
+    unseen: set[str] | None = None,
 ) -> Verdict:
     """`all_ids`: every line written (complete); `files`: every live file, rotated copy and graveyard entry;
     `counted`: the daemon's count per id; `deleted_at`: graveyard path -> wall time of its deletion;
-    `kinds`: file name -> "live" or the rotation kind that made it.
+    `kinds`: file name -> "live" or the rotation kind that made it; `unseen`: names of files whose lost
+    lines are tolerated because no daemon run was up long enough while they were in the glob.
 
     Of the lost lines, those that form the end of a copytruncate copy (no counted line after them in the
     copy) are also reported as `lost_copy_tail`: lines written after the daemon's last read of the
@@ -295,6 +302,8 @@ def verdict(
             t = deleted_at.get(home[i])
             if t is not None and any(s <= t <= e for s, e in down):
                 lost_down.append(i)
+            elif Path(home[i]).name in (unseen or set()):
+                v.lost_unseen += 1
             else:
                 lost.append(f"{i} ({home[i]})")
                 v.lost_copy_tail += i in tail
@@ -311,14 +320,47 @@ def verdict(
 
 def kinds_of_files(journal: list[dict[str, Any]]) -> dict[str, str]:
     """File name -> how it came to be: "live", or the rotation kind that made that generation."""
-    out: dict[str, str] = {}
+    return {name: kind for name, (kind, _) in generations(journal).items()}
+
+
+def generations(journal: list[dict[str, Any]]) -> dict[str, tuple[str, tuple[float, float] | None]]:
+    """File name -> (kind, the span it spent under the live name, in the glob; None for a copy)."""
+    out: dict[str, tuple[str, tuple[float, float] | None]] = {}
     for e in journal:
         if e["op"] == "final":
-            out[Path(e["path"]).name] = "live"
-            for g, kind in enumerate(e["kinds"], 1):
-                out[f"{Path(e['path']).name}.{g}"] = kind
+            out[Path(e["path"]).name] = ("live", (e["born"], float("inf")))
+            for g, gen in enumerate(e["gens"], 1):
+                out[f"{Path(e['path']).name}.{g}"] = (
+                    gen["kind"],
+                    tuple(gen["in_glob"]) if gen["in_glob"] else None,
+                )
         elif e["op"] == "delete":
-            out[Path(e["grave"]).name] = e["kind"]
+            out[Path(e["grave"]).name] = (e["kind"], tuple(e["in_glob"]) if e["in_glob"] else None)
+    return out
+
+
+def longest_up(span: tuple[float, float], down: list[tuple[float, float]]) -> float:
+    """The longest stretch of `span` that no down interval covers: how long one daemon run could see it."""
+    lo, hi = span
+    best, t = 0.0, lo
+    for s, e in sorted(down):
+        if e <= t:
+            continue
+        if s >= hi:
+            break
+        best = max(best, min(s, hi) - t)
+        t = max(t, e)
+    return max(best, hi - t)
+
+
+def unseen_files(journal: list[dict[str, Any]], down: list[tuple[float, float]], need: float) -> set[str]:
+    """Names of renamed generations that never spent `need` seconds in the glob while one daemon run was
+    up: no run could open and commit them before they left the glob, so after a restart nothing leads
+    to them (they are outside the glob, unknown to the checkpoint). Their lost lines are tolerated."""
+    out = set()
+    for name, (kind, span) in generations(journal).items():
+        if kind == "rename" and span is not None and longest_up(span, down) < need:
+            out.add(name)
     return out
 
 

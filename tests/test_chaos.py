@@ -78,7 +78,7 @@ import chaos_logrotate as lr  # noqa: E402
 
 SUMMARY = re.compile(
     r"kills=(\d+) events=(\d+) lost=(\d+) duplicated=(\d+) window=(\d+) window_counted=(\d+) "
-    r"copy_tail=(\d+) deleted_unread=(\d+) in_files=(\d+) phantom=(\d+)"
+    r"copy_tail=(\d+) deleted_unread=(\d+) unseen=(\d+) in_files=(\d+) phantom=(\d+)"
 )
 
 
@@ -93,7 +93,17 @@ def _logrotate_round(
     )
     m = SUMMARY.fullmatch(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "")
     assert m, f"no summary line\n{r.stdout}\n{r.stderr}"
-    names = ("kills", "events", "lost", "dup", "window", "window_counted", "copy_tail", "deleted_unread")
+    names = (
+        "kills",
+        "events",
+        "lost",
+        "dup",
+        "window",
+        "window_counted",
+        "copy_tail",
+        "deleted_unread",
+        "unseen",
+    )
     return r, dict(zip((*names, "in_files", "phantom"), map(int, m.groups()), strict=True))
 
 
@@ -160,5 +170,35 @@ def test_verdict_per_line(tmp_path: Path) -> None:
     assert v.lost_deleted_while_down == 1  # 0-9
     assert v.phantom == 1 and v.examples["phantom"] == ["9-9"]
     assert not v.ok()
+    # A renamed generation that left the glob before any run could commit it: its lines are tolerated.
+    v = lr.verdict(lr.written_ids({0: 11}), files, counted, deleted_at, down, kinds, {"app0.jsonl.2"})
+    assert (v.lost, v.lost_unseen) == (2, 1)
     perfect = {i: 1 for i in ("0-0", "0-1", "0-3", "0-4", "0-6", "0-7", "0-9", "0-10")}
     assert lr.verdict(lr.written_ids({0: 11}), files, perfect, deleted_at, down, kinds).ok()
+
+
+def test_unseen_generations_are_those_no_run_could_commit() -> None:
+    journal = [
+        {
+            "op": "final",
+            "path": "/d/app0.jsonl",
+            "born": 50.0,
+            "gens": [
+                {"kind": "rename", "in_glob": [40.0, 50.0]},  # up 41-49: seen
+                {"kind": "copytruncate", "in_glob": None},
+                {"kind": "rename", "in_glob": [20.0, 30.0]},  # up only 29.5-30 and 20-20.5: unseen
+            ],
+        },
+        {"op": "delete", "grave": "/g/app0.jsonl.4.deleted-1", "kind": "rename", "in_glob": [10.0, 12.0]},
+    ]
+    down = [(0.0, 10.5), (20.5, 29.5), (30.0, 41.0), (49.0, 49.5)]
+    assert lr.longest_up((40.0, 50.0), down) == 8.0
+    assert lr.longest_up((20.0, 30.0), down) == 0.5
+    assert lr.unseen_files(journal, down, 1.0) == {"app0.jsonl.3"}
+    assert lr.kinds_of_files(journal) == {
+        "app0.jsonl": "live",
+        "app0.jsonl.1": "rename",
+        "app0.jsonl.2": "copytruncate",
+        "app0.jsonl.3": "rename",
+        "app0.jsonl.4.deleted-1": "rename",
+    }
