@@ -114,9 +114,11 @@ def _telemetryd() -> str:
 DELETE_GRACE = 1.0
 # A generation renamed out of the glob is the daemon's to find again only if some run saw it and
 # committed it: one that spent less than this in the glob while one run was up (ready, not stopped) may
-# be unknown to every run, and its lost lines are tolerated (unseen). Open is immediate, a checkpoint
-# follows within 0.2 s; 1 s allows for a loaded machine.
-UNSEEN_NEED = 1.0
+# be unknown to every run, and its lost lines are tolerated (unseen). The run opens it at once (at its
+# start scan, before `ready`, or on the change notice) and commits within every_seconds (0.2 s). In
+# the rounds so far every generation lost this way had no run ready at all while it was in the glob,
+# and generations with 0.04 s of a ready run were counted.
+UNSEEN_NEED = 0.3
 CONFIG = """\
 [sources]
 rescan_seconds = {rescan_seconds}
