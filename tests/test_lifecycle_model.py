@@ -104,6 +104,7 @@ class LifecycleModel(RuleBasedStateMachine):
         self.files: dict[str, Live] = {}
         self.kinds: dict[str, str] = {}  # name -> "copytruncate" for the copies
         self.deleted_unsettled = False  # a file was deleted since the daemon last caught up
+        self.moved_out: list[str] = []  # renamed out of the glob while the daemon ran, since its start
         self.n = 0  # next model line id
         self.gen = 0  # next name suffix
         self.services = 0
@@ -161,14 +162,31 @@ class LifecycleModel(RuleBasedStateMachine):
             what=f"the daemon to open {name} (rescan_seconds = {RESCAN_SECONDS:.0f}; {self.tmp})",
         )
 
-    def in_checkpoint(self, name: str) -> bool:
+    def settled(self, name: str) -> bool:
+        """A file renamed out of the glob while the daemon ran is safe from a stop once the checkpoint
+        has it (by inode: the next run finds it in its directory), or once the daemon has let it go
+        (read to its end, quiet for rotate_wait, released)."""
+        return self.checkpointed(name, False) or not self.held(name)
+
+    def checkpointed(self, name: str, to_end: bool) -> bool:
+        """The checkpoint holds the file now at `name`, by (dev, ino): a file the daemon holds back (a
+        new empty file may be a copy in the making) is not in it, and a stale entry under the same name
+        is another file. With `to_end`, committed up to its current size (deleting it loses nothing)."""
         if not self.state.exists():
             return False
         try:
-            files = self.cli("status")["files"]
+            entries = self.cli("checkpoint", "show")["files"]
         except (AssertionError, ValueError):
             return False
-        return any(f["path"] == str(self.dir / name) for f in files)
+        st = os.stat(self.dir / name)
+        for e in entries:
+            # FileEntry is encoded as an array: dev, ino, path, offset, ...
+            dev, ino, offset = (
+                (e[0], e[1], e[3]) if isinstance(e, list) else (e["dev"], e["ino"], e["offset"])
+            )
+            if (dev, ino) == (st.st_dev, st.st_ino):
+                return offset == st.st_size or not to_end
+        return False
 
     def events_committed(self) -> int:
         if not self.state.exists():
@@ -180,17 +198,6 @@ class LifecycleModel(RuleBasedStateMachine):
 
     def lines_in_files(self) -> int:
         return sum(len(lr.lines_in(p)[0]) for p in [*self.dir.iterdir(), *self.grave.iterdir()])
-
-    def committed(self, name: str) -> bool:
-        """The checkpoint holds `name` read to its current end (so deleting it loses nothing)."""
-        if not self.state.exists():
-            return False
-        try:
-            files = self.cli("status")["files"]
-        except (AssertionError, ValueError):
-            return False
-        size = os.stat(self.dir / name).st_size
-        return any(f["path"] == str(self.dir / name) and f["offset"] == size for f in files)
 
     # --- writing ------------------------------------------------------------------------------------
 
@@ -231,6 +238,7 @@ class LifecycleModel(RuleBasedStateMachine):
         lv = self.files.pop(name)
         rotated = f"{name}.{self.fresh('', '')}"
         os.rename(self.dir / name, self.dir / rotated)
+        self.moved_out.append(rotated)
         # The service has not reopened yet: it finishes its line and writes on into the renamed file.
         self.finish(lv)
         self.write_lines(lv.fd, late)
@@ -369,17 +377,26 @@ class LifecycleModel(RuleBasedStateMachine):
             with contextlib.suppress(AssertionError):
                 wait_for(lambda: self.events_committed() >= want, timeout=20, interval=0.2)
             self.deleted_unsettled = False
+        # A file renamed out of the glob lives on outside it: the next run can find it only through
+        # the checkpoint. Stopping the daemon before it committed that file (a run that opened it and
+        # died at once) loses it to any tailer; let it commit first.
+        for rotated in self.moved_out:
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda r=rotated: self.settled(r), timeout=20, interval=0.2)
+        self.moved_out = []
         if op == "delete_recreate" and self.files:
             # Deleting a file the daemon has not committed loses its lines to any tailer: wait for
             # the checkpoint first, so the only question left is the reused inode.
             name = self.pick(i)
             self.finish(self.files[name])
-            wait_for(lambda: self.committed(name), timeout=30, what=f"{name} committed ({self.tmp})")
+            wait_for(lambda: self.checkpointed(name, True), timeout=30, what=f"{name} committed ({self.tmp})")
         elif op in ("rename_out", "copytruncate_out") and self.files:
             # Moved out of the glob while no daemon runs: only the checkpoint can lead to it again.
             name = self.pick(i)
             wait_for(
-                lambda: self.in_checkpoint(name), timeout=30, what=f"{name} in the checkpoint ({self.tmp})"
+                lambda: self.checkpointed(name, False),
+                timeout=30,
+                what=f"{name} in the checkpoint ({self.tmp})",
             )
         if how == "kill":
             d.kill()
