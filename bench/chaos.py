@@ -375,7 +375,9 @@ class Round:
                 if a.progress and n % a.progress == 0:
                     print(f"... {n} faults, {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
             # A round without faults (baseline for a rotation kind) still needs time to write and rotate.
-            time.sleep(max(0.0, a.min_seconds - (time.monotonic() - started)))
+            # A quiet spell after the faults: with a restart every half second each new run's start scan
+            # finds what a running daemon might miss, so bugs of the running daemon need time without.
+            time.sleep(max(a.quiet_seconds, a.min_seconds - (time.monotonic() - started)))
             if self.rotator is not None:
                 self.rotator.send_signal(signal.SIGTERM)
                 if self.rotator.wait(30) != 0:
@@ -586,6 +588,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--catchup-timeout", type=float, default=120.0)
     ap.add_argument("--min-seconds", type=float, default=3.0, help="let writers run at least this long")
+    ap.add_argument(
+        "--quiet-seconds",
+        type=float,
+        default=0.0,
+        help="after the faults, writers run on this long untouched",
+    )
     ap.add_argument("--settle-seconds", type=float, default=5.0, help="no progress this long = caught up")
     ap.add_argument("--term-timeout", type=float, default=30.0, help="SIGTERM to exit, else a problem")
     ap.add_argument("--seed", type=int, default=1)

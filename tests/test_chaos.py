@@ -113,7 +113,9 @@ def test_logrotate_round_is_exact(tmp_path: Path) -> None:
     counted twice, nothing lost but what was in no file after a truncate. Fails against the daemon of
     before issue 14 (rename rotation and the unread end of copies lose lines; see docs/reliability.md)."""
     r, f = _logrotate_round(
-        tmp_path, "--kills", "20", "--writers", "2", "--rate", "800", "--seed", "14", "--settle-seconds", "3"
+        tmp_path,
+        *("--kills", "20", "--writers", "2", "--rate", "800", "--seed", "14", "--settle-seconds", "3"),
+        *("--quiet-seconds", "8"),
     )
     assert (f["lost"], f["dup"], f["phantom"]) == (0, 0, 0), r.stderr
     assert r.returncode == 0, r.stderr
