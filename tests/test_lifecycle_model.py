@@ -459,7 +459,8 @@ class LifecycleModel(RuleBasedStateMachine):
                 total = -1
             if total != last:
                 last, since = total, time.monotonic()
-            elif total >= in_files and time.monotonic() - since > 2.5:
+            elif time.monotonic() - since > (2.5 if total >= in_files else 6.0):
+                # Lines still missing after 6 s without progress are lost: the verdict says which.
                 break
             time.sleep(0.2)
         assert self.daemon is not None
