@@ -167,7 +167,7 @@ class Round:
         self.runs = 0
         self._last_total, self._since = -1, 0.0
         # (wall time, kind, end) of each fault: the spans when no daemon could read (logrotate verdict).
-        self.fault_log: list[tuple[float, str, float]] = []
+        self.fault_log: list[tuple[float, str, float, int]] = []
         self.rotator: subprocess.Popen[bytes] | None = None
 
     def common(self) -> list[str]:
@@ -300,18 +300,18 @@ class Round:
             d.send_signal(signal.SIGSTOP)
             time.sleep(self.rnd.uniform(0.1, 1.5))
             d.send_signal(signal.SIGCONT)
-            self.fault_log.append((t, "sigstop", time.time()))
+            self.fault_log.append((t, "sigstop", time.time(), self.runs))
             if d.poll() is not None:
                 self.problems.append(f"run {self.runs}: exited {d.returncode} after SIGSTOP/SIGCONT")
                 return self.start_daemon()
             return d
         if x < self.a.p_stop + self.a.p_term:
             self.faults["sigterm"] += 1
-            self.fault_log.append((time.time(), "sigterm", 0.0))
+            self.fault_log.append((time.time(), "sigterm", 0.0, self.runs))
             self.stop(d, f"run {self.runs}")
         else:
             self.faults["sigkill"] += 1
-            self.fault_log.append((time.time(), "sigkill", 0.0))
+            self.fault_log.append((time.time(), "sigkill", 0.0, self.runs))
             d.kill()
             d.wait()
         return self.start_daemon()
@@ -474,7 +474,7 @@ class Round:
         ready = lr.ready_times(sorted(self.logs.iterdir()))
         down = lr.down_intervals(self.fault_log, ready, grace=DELETE_GRACE)
         # Before the first run was ready nothing could be seen either.
-        before = [(0.0, ready[0] if ready else float("inf"))]
+        before = [(0.0, ready.get(1, float("inf")))]
         unseen = lr.unseen_files(journal, before + lr.down_intervals(self.fault_log, ready), UNSEEN_NEED)
         (self.work / "faults.json").write_text(json.dumps({"faults": self.fault_log, "ready": ready}) + "\n")
         doc = self.cli_json("patterns")

@@ -30,12 +30,12 @@ operators run them, and the per-line verdict.
 from __future__ import annotations
 
 import argparse
-import bisect
 import collections
 import datetime
 import json
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -178,10 +178,13 @@ def _iso(s: str) -> float:
     return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
 
-def ready_times(logs: Iterable[Path]) -> list[float]:
-    """Wall-clock times at which a daemon run logged `ready`, from the run logs."""
-    out = []
+def ready_times(logs: Iterable[Path]) -> dict[int, float]:
+    """Run number -> wall-clock time at which that daemon run logged `ready` (logs named run-<n>.log)."""
+    out = {}
     for p in logs:
+        m = re.fullmatch(r"run-(\d+)\.log", p.name)
+        if not m:
+            continue
         for line in p.read_bytes().splitlines():
             if b'"ready"' not in line:
                 continue
@@ -190,24 +193,25 @@ def ready_times(logs: Iterable[Path]) -> list[float]:
             except ValueError:
                 continue
             if e.get("event") == "ready" and "timestamp" in e:
-                out.append(_iso(e["timestamp"]))
-    return sorted(out)
+                out[int(m.group(1))] = _iso(e["timestamp"])
+    return out
 
 
 def down_intervals(
-    faults: list[tuple[float, str, float]], ready: list[float], grace: float = 0.0
+    faults: list[tuple[float, str, float, int]], ready: dict[int, float], grace: float = 0.0
 ) -> list[tuple[float, float]]:
     """(start, end) wall-clock spans in which a deleted file's unread lines may be lost to any tailer: a
     kill or SIGTERM until the next run's `ready`, and `grace` seconds before it (a deleted file lives
     only in the daemon's descriptor until it has read it to the end and committed it; a stop in that
-    time loses the rest); a SIGSTOP until its SIGCONT. `faults` holds (time, kind, end), end = SIGCONT."""
+    time loses the rest); a SIGSTOP until its SIGCONT. `faults` holds (time, kind, end, run): end is the
+    SIGCONT time, run the number of the run the fault hit; the next run is run + 1. (Not "the next
+    `ready` after the fault": a run stopped during its start can still log `ready` after the signal.)"""
     spans = []
-    for t, kind, end in faults:
+    for t, kind, end, run in faults:
         if kind == "sigstop":
             spans.append((t, end))
         else:
-            j = bisect.bisect_right(ready, t)
-            spans.append((t - grace, ready[j] if j < len(ready) else float("inf")))
+            spans.append((t - grace, ready.get(run + 1, float("inf"))))
     return spans
 
 

@@ -158,10 +158,12 @@ def test_verdict_per_line(tmp_path: Path) -> None:
     kinds = {"app0.jsonl": "live", "app0.jsonl.1": "copytruncate", "app0.jsonl.2": "rename"}
     counted = {"0-1": 1, "0-3": 1, "0-6": 2, "0-7": 1, "0-2": 1, "0-8": 1, "9-9": 1}
     deleted_at = {str(files[3]): 105.0, str(files[4]): 200.0}
-    down = lr.down_intervals([(100.0, "sigkill", 0.0), (300.0, "sigstop", 301.0)], [110.0, 120.0])
+    # Run 1 killed at 100, run 2 ready at 110 (a run that logs `ready` after its SIGTERM is no up time).
+    down = lr.down_intervals([(100.0, "sigkill", 0.0, 1), (300.0, "sigstop", 301.0, 2)], {1: 99.0, 2: 110.0})
     assert down == [(100.0, 110.0), (300.0, 301.0)]
     # A deleted file's unread lines are at risk until read and committed: a kill soon after counts too.
-    assert lr.down_intervals([(100.0, "sigkill", 0.0)], [110.0], grace=4.0) == [(96.0, 110.0)]
+    assert lr.down_intervals([(100.0, "sigkill", 0.0, 1)], {2: 110.0}, grace=4.0) == [(96.0, 110.0)]
+    assert lr.down_intervals([(100.0, "sigterm", 0.0, 1)], {1: 100.1}) == [(100.0, float("inf"))]
     v = lr.verdict(lr.written_ids({0: 11}), files, counted, deleted_at, down, kinds)
     assert (v.written, v.in_files, v.fragments) == (11, 8, 1)
     # 0-2, 0-5 and 0-8 (half a line is no line) are in no file, a truncate's window; 0-2 and 0-8 were
