@@ -151,16 +151,17 @@ class Round:
             d.mkdir(parents=True, exist_ok=True)
         self.cfg = self.work / "telemetryd.toml"
         self.logrotate = a.mode == "logrotate"
-        self.cfg.write_text(
-            CONFIG.format(
-                every_events=a.every_events,
-                compact_bytes=a.compact_bytes,
-                rescan_seconds=a.rescan_seconds,
-                # Per-line check: every line is its own pattern, so the table holds every line written.
-                key="id" if self.logrotate else "k",
-                max_patterns=10_000_000 if self.logrotate else 100_000,
+        if not (a.reverdict and self.cfg.exists()):  # a round judged again keeps the config it ran with
+            self.cfg.write_text(
+                CONFIG.format(
+                    every_events=a.every_events,
+                    compact_bytes=a.compact_bytes,
+                    rescan_seconds=a.rescan_seconds,
+                    # Per-line check: every line is its own pattern, so the table holds every line written.
+                    key="id" if self.logrotate else "k",
+                    max_patterns=10_000_000 if self.logrotate else 100_000,
+                )
             )
-        )
         self.bin = _telemetryd()
         self.faults: collections.Counter[str] = collections.Counter()
         self.problems: list[str] = []
@@ -447,6 +448,21 @@ class Round:
         grave = self.work / "graveyard"
         return sorted(self.data.iterdir()) + (sorted(grave.iterdir()) if grave.exists() else [])
 
+    def reverdict(self) -> int:
+        """The verdict of a kept logrotate round again (after a change to the harness's tolerances),
+        from its files, rotator journal, fault log, run logs and state dir."""
+        doc = json.loads((self.work / "faults.json").read_text())
+        run = 1
+        for f in doc["faults"]:
+            if len(f) == 3:  # written before faults carried their run number: kill/term start a new one
+                f = [*f, run]
+            self.fault_log.append((f[0], f[1], f[2], f[3]))
+            if f[1] != "sigstop":
+                run = f[3] + 1
+            self.faults[f[1]] += 1
+        self.runs = sum(1 for p in self.logs.iterdir() if p.name.startswith("run-"))
+        return self.logrotate_verdict(time.monotonic())
+
     def logrotate_verdict(self, started: float) -> int:
         a = self.a
         written = {}
@@ -600,6 +616,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--workdir", default="", help="default: a new temp dir, removed when the round passes")
     ap.add_argument("--inject-loss", type=int, default=0, help="self-test: add N lines the daemon never sees")
     ap.add_argument("--keep", action="store_true", help="keep the work dir even when the round passes")
+    ap.add_argument(
+        "--reverdict",
+        action="store_true",
+        help="logrotate mode: judge the kept round in --workdir again (same --writers), run nothing",
+    )
     ap.add_argument("--progress", type=int, default=0, help="print progress every N faults")
     # Writer mode (internal).
     ap.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
@@ -607,6 +628,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--path", default="", help=argparse.SUPPRESS)
     ap.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.reverdict and not (a.workdir and a.mode == "logrotate"):
+        ap.error("--reverdict needs --mode logrotate and --workdir")
     lrm = a.mode == "logrotate"
     if a.rotate_min is None:
         a.rotate_min = 0.3 if lrm else 1.0
@@ -630,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     if a.writer:
         return writer_main(a)
+    if a.reverdict:
+        return Round(a).reverdict()
     return Round(a).run()
 
 

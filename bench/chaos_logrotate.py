@@ -30,6 +30,7 @@ operators run them, and the per-line verdict.
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
 import datetime
 import json
@@ -204,14 +205,17 @@ def down_intervals(
     kill or SIGTERM until the next run's `ready`, and `grace` seconds before it (a deleted file lives
     only in the daemon's descriptor until it has read it to the end and committed it; a stop in that
     time loses the rest); a SIGSTOP until its SIGCONT. `faults` holds (time, kind, end, run): end is the
-    SIGCONT time, run the number of the run the fault hit; the next run is run + 1. (Not "the next
-    `ready` after the fault": a run stopped during its start can still log `ready` after the signal.)"""
+    SIGCONT time, run the number of the run the fault hit; the span ends at the `ready` of the first
+    later run that got that far (runs killed during their start never log it). Not "the next `ready`
+    logged after the fault": a run stopped during its start can still log `ready` after the signal."""
     spans = []
+    runs = sorted(ready)
     for t, kind, end, run in faults:
         if kind == "sigstop":
             spans.append((t, end))
         else:
-            spans.append((t - grace, ready.get(run + 1, float("inf"))))
+            j = bisect.bisect_right(runs, run)
+            spans.append((t - grace, ready[runs[j]] if j < len(runs) else float("inf")))
     return spans
 
 

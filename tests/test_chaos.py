@@ -164,6 +164,8 @@ def test_verdict_per_line(tmp_path: Path) -> None:
     # A deleted file's unread lines are at risk until read and committed: a kill soon after counts too.
     assert lr.down_intervals([(100.0, "sigkill", 0.0, 1)], {2: 110.0}, grace=4.0) == [(96.0, 110.0)]
     assert lr.down_intervals([(100.0, "sigterm", 0.0, 1)], {1: 100.1}) == [(100.0, float("inf"))]
+    # Runs 2 and 3 killed during their start (no `ready`): down until run 4 is ready.
+    assert lr.down_intervals([(100.0, "sigkill", 0.0, 1)], {1: 99.0, 4: 103.0}) == [(100.0, 103.0)]
     v = lr.verdict(lr.written_ids({0: 11}), files, counted, deleted_at, down, kinds)
     assert (v.written, v.in_files, v.fragments) == (11, 8, 1)
     # 0-2, 0-5 and 0-8 (half a line is no line) are in no file, a truncate's window; 0-2 and 0-8 were
