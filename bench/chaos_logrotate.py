@@ -121,10 +121,10 @@ def rotator_main(a: argparse.Namespace) -> int:
     paths = a.files.split(",")
     pids = [int(p) for p in a.pids.split(",")]
     kinds = a.kinds.split(",")
-    # Each rotated generation of each file, .1 first: the rotation kind that made it and, for a renamed
-    # one, the wall-clock span it spent under the live name (in the glob); a copy never was there.
+    # Each rotated generation of each file, .1 first: the rotation kind that made it and the wall-clock
+    # span in which its lines were written under the live name, in the glob (from the rotation before).
     gens: list[list[dict[str, Any]]] = [[] for _ in paths]
-    born = [time.time() for _ in paths]  # when the file now under the live name was created
+    since = [time.time() for _ in paths]  # the last rotation of each live name (or the start)
     now = time.monotonic()
     due = [now + rnd.uniform(a.rotate_min, a.rotate_max) for _ in paths]
     graveyard = Path(a.graveyard)
@@ -155,20 +155,21 @@ def rotator_main(a: argparse.Namespace) -> int:
                 os.rename(f"{path}.{g}", f"{path}.{g + 1}")
             if kind == "rename":
                 os.rename(path, f"{path}.1")
-                gens[i].insert(0, {"kind": kind, "in_glob": [born[i], time.time()]})
+                gens[i].insert(0, {"kind": kind, "in_glob": [since[i], time.time()]})
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # logrotate's `create`
-                born[i] = time.time()
+                since[i] = time.time()
                 os.close(fd)
                 os.kill(pids[i], signal.SIGHUP)  # postrotate: the service reopens its log
                 note(op="rename", path=path)
             else:
-                gens[i].insert(0, {"kind": kind, "in_glob": None})
                 copied = _copy(path, f"{path}.1")
                 os.truncate(path, 0)
+                gens[i].insert(0, {"kind": kind, "in_glob": [since[i], time.time()]})
+                since[i] = time.time()
                 note(op="copytruncate", path=path, copied=copied)
             due[i] = time.monotonic() + rnd.uniform(a.rotate_min, a.rotate_max)
         for path, g in zip(paths, gens, strict=True):
-            note(op="final", path=path, gens=g, born=born[paths.index(path)])
+            note(op="final", path=path, gens=g, born=since[paths.index(path)])
     return 0
 
 
@@ -332,16 +333,23 @@ def kinds_of_files(journal: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def generations(journal: list[dict[str, Any]]) -> dict[str, tuple[str, tuple[float, float] | None]]:
-    """File name -> (kind, the span it spent under the live name, in the glob; None for a copy)."""
+    """File name -> (kind, the span in which its lines were written under the live name, in the glob:
+    from the rotation before it to its own)."""
     out: dict[str, tuple[str, tuple[float, float] | None]] = {}
+    ops: dict[str, list[float]] = collections.defaultdict(list)  # live path -> its rotation times
     for e in journal:
+        if e["op"] in KINDS:
+            ops[e["path"]].append(e["t"])
         if e["op"] == "final":
             out[Path(e["path"]).name] = ("live", (e["born"], float("inf")))
+            times = ops[e["path"]]
             for g, gen in enumerate(e["gens"], 1):
-                out[f"{Path(e['path']).name}.{g}"] = (
-                    gen["kind"],
-                    tuple(gen["in_glob"]) if gen["in_glob"] else None,
-                )
+                span = tuple(gen["in_glob"]) if gen["in_glob"] else None
+                k = len(times) - g
+                if span is None and 0 <= k < len(times):
+                    # Journals written before copies had a span: from the rotation before, by its note.
+                    span = (times[k - 1] if k else 0.0, times[k])
+                out[f"{Path(e['path']).name}.{g}"] = (gen["kind"], span)
         elif e["op"] == "delete":
             out[Path(e["grave"]).name] = (e["kind"], tuple(e["in_glob"]) if e["in_glob"] else None)
     return out
@@ -362,12 +370,13 @@ def longest_up(span: tuple[float, float], down: list[tuple[float, float]]) -> fl
 
 
 def unseen_files(journal: list[dict[str, Any]], down: list[tuple[float, float]], need: float) -> set[str]:
-    """Names of renamed generations that never spent `need` seconds in the glob while one daemon run was
-    up: no run could open and commit them before they left the glob, so after a restart nothing leads
-    to them (they are outside the glob, unknown to the checkpoint). Their lost lines are tolerated."""
+    """Names of rotated generations whose lines were written under the live name in a span with no
+    `need` seconds of one daemon run up: no run could read and commit them before they left the glob
+    (renamed away, or copied and truncated), so after a restart nothing leads to them (they are outside
+    the glob, and the checkpoint knows the file only as it was before). Their lost lines are tolerated."""
     out = set()
     for name, (kind, span) in generations(journal).items():
-        if kind == "rename" and span is not None and longest_up(span, down) < need:
+        if kind in KINDS and span is not None and longest_up(span, down) < need:
             out.add(name)
     return out
 
