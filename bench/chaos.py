@@ -293,6 +293,10 @@ class Round:
         # Mostly short lives (kills during recovery, mid-read, mid-checkpoint), sometimes long enough to
         # compact and to see rotations settle.
         life = self.rnd.uniform(0.05, 0.8) if self.rnd.random() < 0.85 else self.rnd.uniform(0.8, 3.0)
+        if self.a.after_ready and self.rnd.random() < self.a.after_ready:
+            # This life counts from the run's `ready`: it gets to read and commit, so what it could have
+            # seen is held to account (see UNSEEN_NEED), not excused because every run died starting.
+            self.wait_ready(d)
         time.sleep(life)
         x = self.rnd.random()
         if x < self.a.p_stop:
@@ -316,6 +320,14 @@ class Round:
             d.kill()
             d.wait()
         return self.start_daemon()
+
+    def wait_ready(self, d: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+        log = Path(self.log_of())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and d.poll() is None:
+            if b'"event": "ready"' in log.read_bytes():
+                return
+            time.sleep(0.01)
 
     def log_of(self) -> str:
         return str(self.logs / f"run-{self.runs:05d}.log")
@@ -587,6 +599,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_false",
         help="the daemon watches *.jsonl only, not the rotated *.jsonl.N",
     )
+    ap.add_argument(
+        "--after-ready",
+        type=float,
+        default=None,
+        help="share of runs whose life counts from their `ready`, not their start (0; logrotate mode 0.5)",
+    )
     ap.add_argument("--p-term", type=float, default=0.12, help="share of faults that are SIGTERM")
     ap.add_argument("--p-stop", type=float, default=0.08, help="share of faults that are SIGSTOP/SIGCONT")
     ap.add_argument(
@@ -635,6 +653,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         a.rotate_min = 0.3 if lrm else 1.0
     if a.rotate_max is None:
         a.rotate_max = 2.0 if lrm else 4.0
+    if a.after_ready is None:
+        a.after_ready = 0.5 if lrm else 0.0
     if a.rescan_seconds is None:
         a.rescan_seconds = 5.0 if lrm else 0.5
     if a.compact_bytes is None:
