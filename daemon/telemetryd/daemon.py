@@ -34,7 +34,7 @@ from .exported import ExportRider, load_offsets
 from .exported import archive as archive_offsets
 from .httpserver import HttpServer
 from .listener import Health
-from .lock import LockHeld, StateLock
+from .lock import LockHeld, LockUnsafe, StateLock
 from .logs import configure as configure_logging
 from .metrics import Metrics, Stats
 from .notify import Notifier, format_status
@@ -138,6 +138,9 @@ class Daemon:
         except LockHeld as e:
             self.log.error("state_dir_locked", state_dir=self.state_dir, holder_pid=e.holder)
             return EXIT_LOCKED
+        except LockUnsafe as e:
+            self.log.error("state_dir_lock_unsafe", path=e.path, reason=e.why, error=str(e))
+            return EXIT_USAGE
         except OSError as e:
             self.log.error("state_dir_unusable", state_dir=self.state_dir, error=e.strerror or str(e))
             return EXIT_FAILURE
