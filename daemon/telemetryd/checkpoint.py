@@ -20,6 +20,7 @@ import operator
 import os
 import queue
 import re
+import stat
 import struct
 import threading
 import time
@@ -100,11 +101,20 @@ def secure_state_dir(state_dir: str) -> None:
     if st.st_mode & 0o077:
         os.chmod(state_dir, DIR_MODE)
     with os.scandir(state_dir) as it:
-        for e in it:
-            if e.is_file(follow_symlinks=False):
-                mode = e.stat(follow_symlinks=False).st_mode
-                if mode & 0o077:
-                    os.chmod(e.path, mode & 0o700)
+        names = [e.path for e in it if e.is_file(follow_symlinks=False)]
+    for path in names:
+        # Through a descriptor opened without following links, and never a file with another name
+        # elsewhere: a hard link planted in the state dir must not let the daemon change another file.
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_mode & 0o077:
+                os.fchmod(fd, st.st_mode & 0o700)
+        finally:
+            os.close(fd)
 
 
 def frame(payload: bytes) -> bytes:
