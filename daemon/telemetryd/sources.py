@@ -668,6 +668,11 @@ class SourceSet:
         why = t.check(size)
         if why:
             self._reset(t, why)
+            # _reset may open t's copy outside the globs, and the descriptor cache may close t to make
+            # room for it: reopen it (by identity) before reading on.
+            if self.files.get(t.ident) is not t or not self.ensure_open(t):
+                return False
+            assert t.fd is not None
             # From 0 again: the fingerprint of what it holds now, before anything is read and committed
             # (an identity committed without one cannot tell its copies from new files).
             t.check(os.fstat(t.fd).st_size)
@@ -807,9 +812,12 @@ class SourceSet:
         else:
             # debug: at info, 10,000 files would mean 10,000 lines at every start
             self.log.debug("file_resumed", path=path, offset=t.offset)
-        head = os.pread(fd, FP_MAX, 0)
-        if t.id.head_matches(head):
-            t.head = head
+        # Not the descriptor opened above: _reset may have opened a copy and the cache closed t for it
+        # (its number may even belong to another file by now).
+        if t.fd is not None:
+            head = os.pread(t.fd, FP_MAX, 0)
+            if t.id.head_matches(head):
+                t.head = head
         return t
 
     def _find_by_inode(self, t: TailedFile) -> str | None:
