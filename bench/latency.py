@@ -2,6 +2,7 @@
 """Latency from append to counted, at a steady event rate, seen from outside the daemon.
 
 Usage: latency.py [--rate 10000] [--seconds 20] [--warmup 3] [--watch auto|poll] [--scrape-gap S]
+                  [--workload reference|service] [--shared DIR]
 
 A writer process appends reference-shaped events (shared/bench/gen_events.py's format) at --rate
 events/s in batches every millisecond, logging (monotonic time after write(), lines written so far). A
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 BIN = str(Path(sys.executable).parent / "telemetryd")
@@ -50,15 +52,32 @@ def metrics(port: int) -> dict[str, float]:
     return out
 
 
-def writer(path: str, rate: int, until: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def service_events(shared: str) -> Iterator[tuple[str, str, str]]:
+    """(service, level, message) of ../shared/bench/gen_service.py, generated as the writer goes."""
+    sys.path.insert(0, os.path.join(shared, "bench"))
+    import gen_service  # type: ignore[import-not-found]
+
+    for svc, level, msg, _ in gen_service.generate(10**12, 3):
+        yield svc, level, msg
+
+
+def writer(path: str, rate: int, until: float, out: mp.Queue, shared: str | None = None) -> None:  # type: ignore[type-arg]
     per_ms = max(1, rate // 1000)
     log = []
     n = 0
+    service = service_events(shared) if shared else None
     with open(path, "ab", buffering=0) as f:
         tick = time.monotonic()
         while tick < until:
             lines = []
             for _ in range(per_ms):
+                if service is not None:
+                    svc, level, msg = next(service)
+                    ev: dict[str, object] = {"ts": "2026-11-23T12:00:00.000000Z", "event_type": svc}
+                    ev.update(service=svc, level=level, message=msg, duration_ms=1.5, attrs={"a": n})
+                    lines.append(json.dumps(ev))
+                    n += 1
+                    continue
                 ev = {
                     "ts": "2026-11-23T12:00:00.000000Z",
                     "event_type": ("tool_call", "query", "error")[n % 3],
@@ -123,6 +142,9 @@ def main() -> None:
     ap.add_argument("--watch", choices=["auto", "poll"], default="auto")
     # 0: scrape back to back (finest resolution; the daemon's CPU then includes serving the scrapes)
     ap.add_argument("--scrape-gap", type=float, default=0.0)
+    # service: ../shared/bench/gen_service.py's messages (names, ids, pods...) instead of reference ones
+    ap.add_argument("--workload", choices=["reference", "service"], default="reference")
+    ap.add_argument("--shared", default=str(Path(__file__).resolve().parent.parent.parent / "shared"))
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tlmd-latency-", dir="/var/tmp"))
     port = free_port()
@@ -150,7 +172,8 @@ def main() -> None:
         until = start + a.warmup + a.seconds
         wq: mp.Queue = mp.Queue()  # type: ignore[type-arg]
         pq: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-        w = mp.Process(target=writer, args=(str(data), a.rate, until, wq))
+        shared = a.shared if a.workload == "service" else None
+        w = mp.Process(target=writer, args=(str(data), a.rate, until, wq, shared))
         p = mp.Process(target=poller, args=(port, until + 1.0, a.scrape_gap, pq))
         p.start()
         w.start()
@@ -177,7 +200,10 @@ def main() -> None:
     rate = (wlog[-1][1] - wlog[0][1]) / (wlog[-1][0] - wlog[0][0])
     gaps = sorted(b[0] - a_[0] for a_, b in itertools.pairwise(plog))
     ms = {q: quantile(lat, q) * 1e3 for q in (0.5, 0.9, 0.99)}
-    print(f"events written at {rate:,.0f}/s for {a.seconds:.0f} s after {a.warmup:.0f} s warm-up ({a.watch})")
+    print(
+        f"{a.workload} events written at {rate:,.0f}/s for {a.seconds:.0f} s after {a.warmup:.0f} s warm-up"
+        f" ({a.watch})"
+    )
     print(
         f"append -> counted (upper bound): p50 {ms[0.5]:.1f} ms  p90 {ms[0.9]:.1f} ms  p99 {ms[0.99]:.1f} ms"
         f"  max {lat[-1] * 1e3:.1f} ms  ({len(lat)} batches)"
