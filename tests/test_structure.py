@@ -40,6 +40,8 @@ def live(c: PatternCounter) -> dict[str, int]:
 def check_invariants(c: PatternCounter) -> None:
     # every event is in exactly one live pattern or the overflow bucket
     assert c.events_total == sum(live(c).values()) + c.overflow_count
+    # the figure telemetryd_patterns and `status` show: live entries, not the folded ones kept
+    assert c.live_count == len(c.live_patterns())
     # what a general pattern absorbed is exactly the counts of the entries folded into it
     into: collections.Counter[str] = collections.Counter()
     for p in c.table.values():

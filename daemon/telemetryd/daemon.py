@@ -196,7 +196,7 @@ class Daemon:
         self.log.info(
             "ready",
             files=len(self.sources.files),
-            patterns=len(self.counter.table),
+            patterns=self.counter.live_count,
             events_total=self.counter.events_total,
         )
         try:
@@ -573,7 +573,7 @@ class Daemon:
             skipped={r: n - self._base_skipped.get(r, 0) for r, n in c.skipped.items()},
             rotations=dict(s.rotations),
             source_errors=dict(s.errors),
-            patterns=len(c.table),
+            patterns=c.live_count,
             files=len(s.files),
             read_lag_bytes=read_lag,
             checkpoint_lag_bytes=ckpt_lag,

@@ -151,6 +151,9 @@ class PatternCounter:
         # By pattern id: recovery hands over its own dict of a million patterns as it is, with no rebuild
         # (a slow-path lookup pays for computing the id instead).
         self.table: dict[str, PatternState] = {}
+        # Entries folded into a more general pattern: kept in the table, but no longer patterns that
+        # events are counted into (telemetryd_patterns and `status` show the others).
+        self.folded = 0
         self.events_total = 0
         self.overflow_count = 0
         self.skipped: dict[str, int] = {}
@@ -179,6 +182,7 @@ class PatternCounter:
     ) -> None:
         """Take over the recovered patterns (by id); the dict becomes the counter's own."""
         self.table = patterns
+        self.folded = sum(1 for p in patterns.values() if p.absorbed_into is not None)
         self.events_total = events_total
         self.overflow_count = overflow
         self.skipped = dict(skipped)
@@ -200,6 +204,10 @@ class PatternCounter:
             if p.absorbed_into is None:
                 live.setdefault(gk, []).append(p)
         self._live = live
+
+    @property
+    def live_count(self) -> int:
+        return len(self.table) - self.folded
 
     def live_patterns(self) -> list[PatternState]:
         """The patterns events are counted into now: every entry not folded into a more general one."""
@@ -268,6 +276,7 @@ class PatternCounter:
             g.first_seen = min(g.first_seen, e.first_seen)
             g.last_seen = max(g.last_seen, e.last_seen)
             e.absorbed_into = pid
+            self.folded += 1
             self.dirty.add(e)
             self.dirty.add(g)
         self._live[gk] = keep
