@@ -331,13 +331,7 @@ def _save_bad_tail(state_dir: str, name: str, good: int, rec: Recovery, why: str
     with open(path, "rb") as f:
         f.seek(good)
         bad = f.read()
-    dst = f"{path}.{int(time.time())}.corrupt"
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    try:
-        _write_all(fd, bad)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    dst = write_file_durably(state_dir, f"{name}.{int(time.time())}.corrupt", bad)
     with open(path, "r+b") as f:
         f.truncate(good)
         os.fsync(f.fileno())
@@ -440,23 +434,9 @@ def _drop_generations_from(
 
 
 def write_snapshot(state_dir: str, snap: Snapshot) -> int:
-    """Atomically: temp file in the same dir, fsync, rename, fsync the dir. Returns bytes written."""
+    """Atomically (write_file_durably). Returns bytes written."""
     data = SNAP_MAGIC + frame(_encoder.encode(snap))
-    final = os.path.join(state_dir, snapshot_name(snap.generation))
-    tmp = f"{final}.tmp.{os.getpid()}.{threading.get_ident()}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(state_dir)
+    write_file_durably(state_dir, snapshot_name(snap.generation), data)
     return len(data)
 
 
@@ -468,17 +448,23 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def write_file_durably(state_dir: str, name: str, data: bytes) -> str:
-    """A small file in the state dir, there whole or not at all: a temp file of the state dir's mode,
-    fsync, rename, fsync of the directory. Returns its path."""
+    """A file in the state dir, there whole or not at all: a temp file of the state dir's mode (named
+    per process and thread: the compactor writes snapshots beside the main thread), fsync, rename,
+    fsync of the directory. Returns its path."""
     path = os.path.join(state_dir, name)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"
     try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     fsync_dir(state_dir)
     return path
 
