@@ -280,10 +280,8 @@ class Daemon:
             rec.needs_compaction = False
             self.metrics.settings_changes.inc()
         self.counter.restore(state.patterns, state.totals.events, state.totals.overflow, state.totals.skipped)
-        # Prometheus counters start at zero in every process; the restored totals are their baseline.
+        # The since-start counters (events read, bytes read) count from the restored totals.
         self._base_events = self.counter.events_total
-        self._base_overflow = self.counter.overflow_count
-        self._base_skipped = dict(self.counter.skipped)
         self._base_bytes_read = state.totals.bytes_read
         # [prom] the exported counters start from the recovered (durable) state, before any scrape sees them
         c = self.counter
@@ -565,12 +563,10 @@ class Daemon:
         read_lag, ckpt_lag, per_file = self._lags()
         # Files at zero lag are exported too (bounded by top_files): an empty panel reads as "broken".
         lags = heapq.nlargest(self.cfg.metrics.top_files, per_file)
-        events, overflow, bytes_read, lag_events = self._totals()
+        events, bytes_read, lag_events = self._totals()
         st = Stats(
             events=events,
-            overflow=overflow,
             bytes_read=bytes_read,
-            skipped={r: n - self._base_skipped.get(r, 0) for r, n in c.skipped.items()},
             rotations=dict(s.rotations),
             source_errors=dict(s.errors),
             patterns=c.live_count,
@@ -583,13 +579,12 @@ class Daemon:
         )
         self.metrics.observe(st)
 
-    def _totals(self) -> tuple[int, int, int, int]:
-        """Events, overflow events and bytes read since this process started, and the events counted but
-        not yet durable: what Metrics.observe_counts takes."""
+    def _totals(self) -> tuple[int, int, int]:
+        """Events and bytes read since this process started, and the events counted but not yet durable:
+        what Metrics.observe_counts takes (the committed counters are exported.py's)."""
         c = self.counter
         return (
             c.events_total - self._base_events,
-            c.overflow_count - self._base_overflow,
             self._com.bytes_read - self._base_bytes_read,
             c.events_total - self._com.durable_events,
         )

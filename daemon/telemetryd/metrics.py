@@ -51,9 +51,7 @@ class Stats:
     """What the main loop reports each iteration; totals are this process's own since start."""
 
     events: int = 0
-    overflow: int = 0
     bytes_read: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
     rotations: dict[str, int] = field(default_factory=dict)
     source_errors: dict[str, int] = field(default_factory=dict)
     patterns: int = 0
@@ -155,16 +153,16 @@ class Metrics:
         self._prev = Stats()
         self._file_lag_paths: set[str] = set()
 
-    def observe_counts(self, events: int, overflow: int, bytes_read: int, checkpoint_lag_events: int) -> None:
+    def observe_counts(self, events: int, bytes_read: int, checkpoint_lag_events: int) -> None:
         """The cheap since-start totals, after each read pass (the committed counters are exported.py's)."""
         p = self._prev
         self.events_read.inc(events - p.events)
         self.bytes_read.inc(bytes_read - p.bytes_read)
         self.ckpt_lag_events.set(checkpoint_lag_events)
-        p.events, p.overflow, p.bytes_read = events, overflow, bytes_read
+        p.events, p.bytes_read = events, bytes_read
 
     def observe(self, s: Stats) -> None:
-        self.observe_counts(s.events, s.overflow, s.bytes_read, s.checkpoint_lag_events)
+        self.observe_counts(s.events, s.bytes_read, s.checkpoint_lag_events)
         p = self._prev
         _inc_labelled(self.rotations, s.rotations, p.rotations)
         _inc_labelled(self.source_errors, s.source_errors, p.source_errors)
@@ -179,10 +177,8 @@ class Metrics:
             self.file_lag.labels(path).set(lag)
         self._file_lag_paths = paths
         self.loss_windows.inc(s.truncate_loss_windows - p.truncate_loss_windows)
-        self._prev = Stats(
-            s.events, s.overflow, s.bytes_read, dict(s.skipped), dict(s.rotations), dict(s.source_errors)
-        )
-        self._prev.truncate_loss_windows = s.truncate_loss_windows
+        # The main loop hands over a new Stats each pass: it can be kept as the previous one as it is.
+        self._prev = s
 
     def checkpoint_written(self, ok: bool, duration: float, nbytes: int, when: float) -> None:
         self.ckpt_writes.labels("ok" if ok else "error").inc()
