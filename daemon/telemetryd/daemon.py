@@ -81,7 +81,7 @@ class Daemon:
         self.health = Health()
         self.notifier = Notifier()
         self.metrics = Metrics(cfg.patterns.max_patterns, cfg.patterns.key_fields, cfg.metrics.pattern_series)
-        # [prom] which patterns get their own series: committed state (series_policy.py)
+        # Which patterns get their own series: committed state (series_policy.py)
         self.slots = SeriesSlots(cfg.metrics.pattern_series, cfg.metrics.pattern_series_min_events)
         self.http: HttpServer | None = None
         self.watcher: Watcher | None = None
@@ -267,7 +267,7 @@ class Daemon:
         old = state.settings
         if old is not None and old.digest != settings.digest:
             self._archive(state, old, settings)
-            # [prom] the exported counters continue from offsets made durable before the reset is.
+            # The exported counters continue from offsets made durable before the reset is.
             mark = f"{old.digest}:{state.seq}:{state.totals.events}"
             totals = (state.totals.events, state.totals.overflow)
             archive_offsets(self.state_dir, state.patterns.values(), totals, mark, old.key_fields)
@@ -283,7 +283,7 @@ class Daemon:
         # The since-start counters (events read, bytes read) count from the restored totals.
         self._base_events = self.counter.events_total
         self._base_bytes_read = state.totals.bytes_read
-        # [prom] the exported counters start from the recovered (durable) state, before any scrape sees them
+        # The exported counters start from the recovered (durable) state, before any scrape sees them
         c = self.counter
         self.slots.recovered(c.table)
         self.metrics.exported.recovered(
@@ -298,7 +298,7 @@ class Daemon:
         self._status_mark = (time.monotonic(), self.counter.events_total)
         self.writer = ck.JournalWriter(self.state_dir, generation, good_size, settings, self._on_result)
         self.committer = Committer(self.writer, self.counter, state.seq, state.totals.bytes_read, changes)
-        # [prom] series grants and the exported counters ride with every record
+        # Series grants and the exported counters ride with every record
         self.committer.riders.append(ExportRider(self.metrics.exported, self.slots, self.counter))
         self.recovered = state
         if state.time:
