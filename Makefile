@@ -35,7 +35,8 @@ typecheck: venv
 	$(BIN)/mypy daemon/telemetryd
 
 unit: venv $(TEST_DEPS)
-	$(BIN)/python -m pytest -q tests
+	# the C accelerator must have built (tests/test_stage0.py); a user without a compiler still gets the pure path
+	TELEMETRYD_REQUIRE_ACCEL=1 $(BIN)/python -m pytest -q tests
 
 test: lint typecheck unit
 

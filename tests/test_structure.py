@@ -214,6 +214,6 @@ def test_long_lowercase_context_needs_one_value_fewer() -> None:
 def test_explain_shows_what_the_token_rules_took() -> None:
     evs = [{"service": "s", "message": "run VLd9HlQ2BCPJ by ann@corp.example took 12ms"}]
     (row,) = extract_rows(Extractor(KEYS, "message", []), lines_of(evs), 1 << 20, explain=True)
-    assert row["stage0"] == "run <*> by ann@corp.example took 12ms"
+    assert row["stage0"] == "run <*> by <*> took 12ms"
     assert row["rule_template"] == row["template"] == "run <*> by <*> took <*>"
     assert row["variables"] == []

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from functools import partial
-from itertools import pairwise
 
-RULESET_VERSION = "2"
+from . import typed_values
+from .typed_values import Key, Plan, prefixed_id, random_id
+
+RULESET_VERSION = "3"
 PLACEHOLDER = "<*>"
 
 _P = PLACEHOLDER
@@ -57,10 +58,6 @@ _USER_WORD = re.compile(
 )
 # Service telemetry: values whose shape alone says what they are, wherever they stand.
 _EMAIL = re.compile(r"(?<![\w.+/:-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-# A double-quoted string is one value (a search phrase, a name with spaces), except an HTTP request
-# line, which keeps its method (see _HTTP_REQUEST).
-_QUOTED = re.compile(r'"[^"\s]*(?:\s[^"]*)?"')
-_HTTP_METHOD = re.compile(r'"(?:GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS|CONNECT|TRACE) ')
 # A Kubernetes pod name: <workload>-<replica-set hash>-<5 characters>.
 _POD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{6,10}-[a-z0-9]{5}")
 _USER_KEY = re.compile(r"(?i:(?<![\w.])((?:user|username|uname|login|account)=))[^\s,;)\]]+")
@@ -149,27 +146,6 @@ _ASCII_DIGIT = re.compile(r"[0-9]")
 _STR_SHAPE = str.maketrans("123456789", "000000000")
 
 
-def _char_class(c: str) -> int:
-    return 0 if c.islower() else 1 if c.isupper() else 2
-
-
-def _random_id(w: str) -> bool:
-    """A random base62 id (``VLd9HlQVBCPJ``, ``FbKIYKLONVUEQkufZpHtKbIi``): long, with both cases, and
-    changing between lower case, upper case and digits far more often than a camelCase name
-    (``MRClientProtocolPB``, ``getTodayTotalDetailSteps``) does: at every third character or more."""
-    n = len(w)
-    if n < 12 or not (w.isalnum() and w.isascii()) or w.islower() or w.isupper():
-        return False
-    classes = list(map(_char_class, w))
-    changes = sum(1 for a, b in pairwise(classes) if a != b)
-    return changes * 3 >= n
-
-
-def _prefixed_id(w: str) -> bool:
-    head, _, tail = w.rpartition("_")
-    return bool(head) and len(tail) >= 16 and tail.isalpha() and not (tail.islower() or tail.isupper())
-
-
 def _is_var_word(w: str) -> bool:
     """A word (letters, digits, underscore) that carries a value rather than message text."""
     if w.lower() in _VALUE_WORDS:
@@ -177,8 +153,8 @@ def _is_var_word(w: str) -> bool:
     if not any(c.isdigit() for c in w):
         # "evt_FbKIYKLONVUEQkufZpHtKbIi": a prefixed random id; after a prefix, 16+ letters of both
         # cases are enough
-        return (len(w) >= 12 and any(map(_random_id, w.split("_")))) or _prefixed_id(w)
-    if _random_id(w):
+        return (len(w) >= 12 and any(map(random_id, w.split("_")))) or prefixed_id(w)
+    if random_id(w):
         return True
     if w[0].isdigit() or "_" in w:
         return True
@@ -286,27 +262,6 @@ def _mask_token(tok: str) -> str:
     return _WORD_VAR.sub(_P, res)
 
 
-# --- stage 0: typed values, one C-level pass ------------------------------------------------------
-# Values that are values wherever they stand, replaced by one compiled regex before anything else. The
-# rest of the rules see its output, so a message's template is a function of that output: the daemon
-# caches templates by it (a message of service telemetry has unique ids in it, so its digit shape is
-# never shared; the digit shape of its stage-0 text is). Numbers are left to the later rules, which
-# read them in context (clock times, sizes). Each alternative treats the digits as one class, so the digit-
-# shape sharing of the later rules holds through it.
-_STAGE0 = re.compile(
-    # One leading test that fails at once inside a word, then the alternatives: a UUID, or a word of 10+
-    # letters, digits and underscores with 2+ digits and a letter in it: an id (hex digest, base62 key
-    # with its prefix, run id), not a name such as "Slf4jLogger".
-    r"(?<![0-9A-Za-z_])(?=[\w-]{10})(?:"
-    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\b"
-    r"|(?<![.:/@-])(?=(?:[A-Za-z_]*[0-9]){2})(?=[0-9_]*[A-Za-z])[A-Za-z0-9_]{10,}(?![\w.:/@-]))"
-)
-
-
-def _quoted(m: re.Match[str]) -> str:
-    return m.group() if _HTTP_METHOD.match(m.group()) else _P
-
-
 class Masker:
     """Masks the variable parts of messages with ``<*>``; user masks run before the built-in rules."""
 
@@ -319,8 +274,13 @@ class Masker:
             except re.error as exc:
                 raise ValueError(f"invalid mask regex {regex!r}: {exc}") from exc
         self._extra = tuple(compiled)
-        # `prepare` as a C function when there are no user masks, for the hot path's map().
-        self.prepare_fn: Callable[[str], str] = self.prepare if compiled else partial(_STAGE0.sub, _P)
+        # The hot path's cache key of a text (typed_values.key after the user masks): C code per text
+        # when the accelerator is built and there are no user masks.
+        self.key_fn: Callable[[str, dict[bytes, Plan]], Key] = (
+            self._user_key if compiled else typed_values.key
+        )
+        # Plans (typed_values.py) are learnt from the stage-0 text of the raw text: not with user masks.
+        self.plans_apply = not compiled
         # Masked form of each token seen: tokens recur far more than whole messages do. Bounded and
         # exact (a token's masked form depends on the token alone), so the output stays a pure function.
         self._tokens: dict[str, str] = {}
@@ -331,15 +291,24 @@ class Masker:
         The shape is ``text.encode().translate(DIGIT_SHAPE)``; callers may then cache the template by
         shape. User masks are arbitrary regexes, so with any configured nothing is shared.
         """
-        if self._extra or _ASCII_DIGIT.search(template):
-            return False
-        return not _SHAPE_UNSAFE.search(text.translate(_STR_SHAPE).lower())
+        return not _ASCII_DIGIT.search(template) and self.digits_are_one_class(text)
+
+    def digits_are_one_class(self, text: str) -> bool:
+        """True if every rule treats the digits of `text` alike (none stands where a rule reads which
+        digit it is: ``sha256``, ``0x``, a PCI function)."""
+        return not self._extra and not _SHAPE_UNSAFE.search(text.translate(_STR_SHAPE).lower())
 
     def prepare(self, text: str) -> str:
         """User masks, then stage 0: the text the rest of the rules see (a cache key for the template)."""
         for rx, repl in self._extra:
             text = rx.sub(repl, text)
-        return _STAGE0.sub(_P, text)
+        return typed_values.stage0(text)
+
+    def _user_key(self, text: str, plans: dict[bytes, Plan]) -> Key:
+        # Plans are learnt from the stage-0 text of the raw text, so with user masks none apply.
+        for rx, repl in self._extra:
+            text = rx.sub(repl, text)
+        return typed_values.key(text, {})
 
     def template(self, text: str) -> str:
         return self.template_prepared(self.prepare(text))
@@ -364,8 +333,6 @@ class Masker:
             text = _EMPTY_PARENS.sub("(<*>)", text)
         if "ser " in text or "SER " in text:
             text = _USER_WORD.sub(r"\1 <*>", text)
-        if '"' in text:
-            text = _QUOTED.sub(_quoted, text)
         cache = self._tokens
         get = cache.get
         out = []

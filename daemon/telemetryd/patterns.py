@@ -26,6 +26,7 @@ from .masking import DIGIT_SHAPE, RULESET_VERSION, Masker
 # PatternState is a committed record: it lives in records.py (the bottom layer) since issue 14.
 from .records import PatternState as PatternState
 from .structure import VARIABLE_AT, GroupKey, Structure
+from .typed_values import Key, Plan, learn, plan_keys, plannable
 
 EXAMPLE_MAX_CHARS = 1024
 # Bounds of the hot-path caches: unique messages (ids, timestamps in text) would otherwise grow them
@@ -35,8 +36,6 @@ TEMPLATE_CACHE_MAX = 1 << 16
 # After a block the whole-block path could not take (a malformed line, a template value that is not a
 # string), this many blocks go line by line before it is tried again.
 BLOCK_PATH_BACKOFF = 8
-
-_NO_ENTRY = object()
 
 
 def pattern_id(key_fields: Sequence[str], key: Sequence[str | None], template: str | None) -> str:
@@ -59,6 +58,7 @@ class _Marker:
 # unknown entry returns.
 EXACT = _Marker()
 MISS = _Marker()
+NO_PLANS: dict[bytes, Plan] = {}  # never written to
 
 
 def settings_digest(key_fields: Sequence[str], template_field: str, masks: Iterable[tuple[str, str]]) -> str:
@@ -86,9 +86,9 @@ class Extractor:
         self.masker = Masker(masks)
         self.digest = settings_digest(key_fields, template_field, masks)
         self._tcache: dict[str, str] = {}
-        # Template by digit shape (masking.DIGIT_SHAPE), for shapes whose texts all share one; None
-        # marks a shape whose texts must each be masked.
-        self._scache: dict[bytes, str | None] = {}
+        # Rule template by digit shape of the stage-0 text (masking.DIGIT_SHAPE), for shapes whose texts
+        # all share one.
+        self._scache: dict[bytes, str] = {}
 
     def template(self, raw: Any) -> tuple[str | None, str]:
         """(template, example text) of a template field's raw value."""
@@ -97,40 +97,34 @@ class Extractor:
         text = raw if type(raw) is str else json_text(raw)
         return self.text_template(text)[0], text
 
-    def text_template(self, text: str) -> tuple[str, bytes | None, bytes | None, bool]:
-        """(template, digit shape of the text, digit shape of its stage-0 text, whether every text with
-        either shape has this template). The shapes are None for a text that cannot be encoded (a lone
-        surrogate, from a caller other than the decoder).
+    def text_template(self, text: str) -> tuple[str, str, bytes | None, bytes | None]:
+        """(template, stage-0 text, digit shape of the text, digit shape of its stage-0 text). The shapes
+        are None for a text that cannot be encoded (a lone surrogate, from a caller other than the
+        decoder).
 
         The template is a function of the stage-0 text (masking.Masker.prepare), and stage 0 treats the
-        digits as one class, so texts of one digit shape have stage-0 texts of one digit shape: sharing
-        is decided once, on the stage-0 text, for both."""
+        digits as one class, so texts of one digit shape have stage-0 texts of one digit shape."""
         prepared = self.masker.prepare(text)
         try:
             shape: bytes | None = text.encode().translate(DIGIT_SHAPE)
             shape0: bytes | None = prepared.encode().translate(DIGIT_SHAPE)
         except UnicodeEncodeError:
             shape = shape0 = None
-        entry: object = _NO_ENTRY
         if shape0 is not None:
-            entry = self._scache.get(shape0, _NO_ENTRY)
-            if type(entry) is str:
-                return entry, shape, shape0, True
+            entry = self._scache.get(shape0)
+            if entry is not None:
+                return entry, prepared, shape, shape0
         cached = self._tcache.get(prepared)
         if cached is None:
             cached = self.masker.template_prepared(prepared)
             if len(self._tcache) >= TEMPLATE_CACHE_MAX:
                 self._tcache.clear()
             self._tcache[prepared] = cached
-        if shape0 is None:
-            return cached, None, None, False
-        if entry is _NO_ENTRY:
-            shared = self.masker.shared_by_shape(prepared, cached)
+        if shape0 is not None and self.masker.shared_by_shape(prepared, cached):
             if len(self._scache) >= TEMPLATE_CACHE_MAX:
                 self._scache.clear()
-            self._scache[shape0] = cached if shared else None
-            return cached, shape, shape0, shared
-        return cached, shape, shape0, False
+            self._scache[shape0] = cached
+        return cached, prepared, shape, shape0
 
     def pattern_of(self, event: Any) -> tuple[tuple[str | None, ...], str | None, str]:
         key = self.schema.key_values(self.schema.raw_key(event))
@@ -168,6 +162,9 @@ class PatternCounter:
         # messages that differ only in them share one entry.
         self._fast0: dict[tuple[Any, ...], PatternState | _Marker | None] = {}
         self._kcache: dict[tuple[Any, ...], tuple[str | None, ...]] = {}
+        # The plans of the second level's keys (typed_values.py), by raw key values: derived from what the
+        # slow path saw. The structural stage works per key, so its plans do too.
+        self._plans: dict[tuple[Any, ...], dict[bytes, Plan]] = {}
         self._block_path_off = 0
         # The structural stage (structure.py) and, per group, its live (not absorbed) entries: what a
         # position becoming variable folds. Both are derived from the table, never committed.
@@ -190,6 +187,7 @@ class PatternCounter:
         self._fast = {}
         self._fast0 = {}
         self._kcache = {}
+        self._plans = {}
         self._structure_ready = False
 
     def _derive_structure(self) -> None:
@@ -303,11 +301,11 @@ class PatternCounter:
                     self._kcache.clear()
                 self._kcache[raw_key] = key
         shape = shape0 = None
-        shared = False
+        prepared = ""
         if type(raw_tpl) is str:
             text = raw_tpl
             tpl: str | None
-            tpl, shape, shape0, shared = ex.text_template(text)
+            tpl, prepared, shape, shape0 = ex.text_template(text)
         else:
             tpl, text = ex.template(raw_tpl)
         p = self._entry(key, tpl, text, now)
@@ -318,15 +316,70 @@ class PatternCounter:
             fast.clear()
         if len(self._fast0) >= FAST_CACHE_MAX:
             self._fast0.clear()
-        if shape is not None:
+        if shape is not None and shape0 is not None and tpl is not None:
+            # Shared by every text of this digit shape when the template this text gets now keeps no
+            # digit: every piece with a digit is then masked by a rule or by the structural stage, which
+            # masks it for the texts of that shape too (docs/design.md, "Cache keys and plans").
+            final = p.template if p is not None and p.template is not None else tpl
+            shared = ex.masker.shared_by_shape(prepared, final)
             fast[(*raw_key, shape)] = p if shared else EXACT
-            self._fast0[(*raw_key, shape0)] = p if shared else EXACT
+            key0: Key | None = shape0
+            if ex.masker.plans_apply and plannable(text):
+                plans = self._plans.get(raw_key)
+                if plans is None:
+                    if len(self._plans) >= FAST_CACHE_MAX:
+                        self._plans.clear()
+                    plans = self._plans[raw_key] = {}
+                key0 = self._learn(plans, text, prepared, tpl, final)
+            if key0 is not None:
+                # Under a plan, the digits of the template are in kept tokens (_learn sees to it).
+                ok = shared if isinstance(key0, bytes) else ex.masker.digits_are_one_class(prepared)
+                self._fast0[(*raw_key, key0)] = p if ok else EXACT
             if not shared:
                 fast[(*raw_key, text)] = p  # an EXACT shape's texts are looked up one by one
         elif raw_tpl is UNSET:
             fast[(*raw_key, UNSET)] = p
         # else: 1, 1.0 and true hash alike but give different templates; not cached
         return p
+
+    def _learn(
+        self, plans: dict[bytes, Plan], text: str, prepared: str, rule_template: str, template: str
+    ) -> Key | None:
+        """Teach the plans what the structural stage masked in `template`; the text's key under them.
+
+        An entry may be stored under a plan only by a text whose template masks every position the
+        plan blanks (docs/design.md, "Cache keys and plans"): a plan that blanks more is cut down to
+        what this text masks."""
+        masker = self.ex.masker
+        learnt = learn(prepared, rule_template, template)
+        if learnt is None:
+            return masker.key_fn(text, plans)
+        toks, (masked, keep, _) = learnt
+        # Under the first two tokens unless the second is a value itself.
+        pk = plan_keys(toks)[1 if 1 in masked else 0]
+        if (masked or keep) and pk not in plans:
+            if len(plans) >= FAST_CACHE_MAX:
+                plans.clear()
+            plans[pk] = learnt[1]
+        while True:  # each round cuts a plan's blanks down or its kept digits up, strictly: it ends
+            k = masker.key_fn(text, plans)
+            if isinstance(k, bytes):
+                return k
+            (blank, kept, _), _ = k
+            if set(blank) <= set(masked) and set(kept) >= set(keep):
+                return k
+            for pk in plan_keys(toks):
+                if plans.get(pk) == k[0]:
+                    # the plan applied, so its kept tokens are this text's: their shapes stay right
+                    now_kept = tuple(sorted({*kept, *keep}))
+                    plans[pk] = (
+                        tuple(j for j in blank if j in masked),
+                        now_kept,
+                        tuple(toks[j] for j in now_kept),
+                    )
+                    break
+            else:
+                return None
 
     def process_block(self, block: bytes, now: float, end: int | None = None) -> int:
         """Count the lines of `block[:end]` (complete lines, each ending in a newline; the bytes after
@@ -380,7 +433,9 @@ class PatternCounter:
         return self._count_events(events, now)
 
     def _count_events(self, events: list[Any], now: float) -> int:
-        """Count decoded events. Per event only C code runs when every (key, message shape) is cached."""
+        """Count decoded events. Per event only C code runs when every (key, message shape) is cached:
+        the digit shape of the raw text first (bytes.translate, cheap), then, for the texts that miss,
+        their key (typed_values.key: C code when the accelerator is built)."""
         schema = self.ex.schema
         try:
             keys = [map(get, events) for get in schema.key_getters]
@@ -399,9 +454,12 @@ class PatternCounter:
             # The second level, still in C per event: the few events it misses too run Python.
             missed = list(compress(events, map(isinstance, found, repeat(_Marker))))
             try:
-                prepared = map(self.ex.masker.prepare_fn, map(schema.raw_template, missed))
-                shapes0 = map(bytes.translate, map(str.encode, prepared), repeat(DIGIT_SHAPE))
-                keys0 = zip(*[map(get, missed) for get in schema.key_getters], shapes0, strict=False)
+                getters = schema.key_getters
+                # (zip() of no key fields would be empty, not a () per event)
+                raw_keys = zip(*[map(get, missed) for get in getters], strict=True) if getters else repeat(())
+                plans = map(self._plans.get, raw_keys, repeat(NO_PLANS))
+                shapes0 = map(self.ex.masker.key_fn, map(schema.raw_template, missed), plans)
+                keys0 = zip(*[map(get, missed) for get in schema.key_getters], shapes0, strict=True)
                 found0 = list(map(self._fast0.get, keys0, repeat(MISS)))
             except (TypeError, ValueError):
                 found0 = [MISS] * len(missed)

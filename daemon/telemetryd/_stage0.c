@@ -1,0 +1,534 @@
+/* The hot path's cache key in C: typed_values.key_py for ASCII text, the same bytes.
+ *
+ * typed_values.py is the definition; this file mirrors it step for step, for ASCII text only (any
+ * other text goes to the Python function given to configure()). tests/test_stage0.py checks the two
+ * against each other on generated and real texts. Change both together.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+static PyObject *fallback = NULL;
+static Py_ssize_t max_chars = 1024;
+static Py_ssize_t max_tokens = 64;
+
+#define MAXTOK 256
+
+static const char *SENSITIVE[] = {"ms", "s", "sec", "secs", "second", "seconds", "min", "mins", "minute",
+                                  "minutes", "h", "hour", "hours", "us", "ns", "b", "byte", "bytes", "from",
+                                  "by", "on", "at", "to", "in", "with", "for", "via", "user", "unknown", NULL};
+static const char *METHODS[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", NULL};
+
+static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+static inline int is_lower(unsigned char c) { return c >= 'a' && c <= 'z'; }
+static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
+static inline int is_alpha(unsigned char c) { return is_lower(c) || is_upper(c); }
+static inline int is_alnum(unsigned char c) { return is_alpha(c) || is_digit(c); }
+static inline int is_w(unsigned char c) { return is_alnum(c) || c == '_'; }
+static inline int is_hex(unsigned char c) {
+    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+static inline int is_space(unsigned char c) {  /* \s under re.ASCII, and bytes.split() */
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\x0b' || c == '\x0c';
+}
+static inline int in_set(unsigned char c, const char *set) { return c != 0 && strchr(set, c) != NULL; }
+/* [A-Za-z0-9_] plus the characters of `extra` */
+static inline int w_or(unsigned char c, const char *extra) { return is_w(c) || in_set(c, extra); }
+
+static inline int prev_is(const unsigned char *s, Py_ssize_t i, const char *extra) {
+    return i > 0 && w_or(s[i - 1], extra);
+}
+
+/* --- the alternatives: each returns the end of its match at i, or -1; *keep says the match stays ---- */
+
+static Py_ssize_t m_quoted(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, int *keep) {
+    if (s[i] != '"') return -1;
+    const unsigned char *q = memchr(s + i + 1, '"', (size_t)(n - i - 1));
+    if (q == NULL) return -1;
+    Py_ssize_t end = (q - s) + 1;
+    *keep = 0;
+    for (const char **m = METHODS; *m; m++) {
+        size_t l = strlen(*m);
+        if ((Py_ssize_t)(i + 1 + l + 1) <= n && memcmp(s + i + 1, *m, l) == 0 && s[i + 1 + l] == ' ') {
+            *keep = 1;
+            break;
+        }
+    }
+    return end;
+}
+
+static Py_ssize_t m_uuid(const unsigned char *s, Py_ssize_t n, Py_ssize_t i) {
+    static const int groups[] = {8, 4, 4, 4, 12};
+    if (prev_is(s, i, "")) return -1;
+    Py_ssize_t j = i;
+    for (int g = 0; g < 5; g++) {
+        if (g > 0) {
+            if (j >= n || s[j] != '-') return -1;
+            j++;
+        }
+        for (int k = 0; k < groups[g]; k++, j++)
+            if (j >= n || !is_hex(s[j])) return -1;
+    }
+    if (j < n && is_w(s[j])) return -1;
+    return j;
+}
+
+static Py_ssize_t hex_run(const unsigned char *s, Py_ssize_t n, Py_ssize_t j) {
+    Py_ssize_t k = j;
+    while (k < n && is_hex(s[k])) k++;
+    return k - j;
+}
+
+static Py_ssize_t m_ipv6(const unsigned char *s, Py_ssize_t n, Py_ssize_t i) {
+    if (prev_is(s, i, ":")) return -1;
+    Py_ssize_t j = i;
+    int groups = 0;
+    while (groups < 15) {
+        Py_ssize_t l = hex_run(s, n, j);
+        if (l < 1 || l > 4 || j + l >= n || s[j + l] != ':') break;
+        j += l + 1;
+        groups++;
+    }
+    if (groups < 3) return -1;
+    Py_ssize_t l = hex_run(s, n, j);
+    if (l < 1 || l > 4) return -1;
+    j += l;
+    if (j < n && w_or(s[j], ":")) return -1;
+    return j;
+}
+
+static Py_ssize_t m_email(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, Py_ssize_t *keep_from) {
+    if (prev_is(s, i, ".+/:@-")) return -1;
+    Py_ssize_t j = i;
+    while (j < n && w_or(s[j], ".+-")) j++;
+    if (j == i || j >= n || s[j] != '@') return -1;
+    Py_ssize_t d = ++j;
+    while (j < n && (is_alnum(s[j]) || s[j] == '.' || s[j] == '-')) j++;
+    if (j == d) return -1;
+    if (j < n && (is_w(s[j]) || s[j] == '@' || s[j] == '+')) return -1;
+    /* the check: strip trailing . and -, then 2+ labels, none empty, the last 2+ letters */
+    Py_ssize_t core_end = j;
+    while (core_end > d && (s[core_end - 1] == '.' || s[core_end - 1] == '-')) core_end--;
+    int labels = 1;
+    Py_ssize_t last = d;
+    int ok = core_end > d;
+    for (Py_ssize_t k = d; ok && k < core_end; k++) {
+        if (s[k] == '.') {
+            if (k == last) ok = 0;
+            labels++;
+            last = k + 1;
+        }
+    }
+    if (ok && (core_end == last || labels < 2)) ok = 0;
+    if (ok) {
+        if (core_end - last < 2) ok = 0;
+        for (Py_ssize_t k = last; ok && k < core_end; k++)
+            if (!is_alpha(s[k])) ok = 0;
+    }
+    *keep_from = ok ? core_end : -1;  /* replaced: s[i:core_end]; kept: the stripped tail */
+    return j;
+}
+
+static inline int seg_char(unsigned char c) {
+    return !is_space(c) && !in_set(c, "/:,;'\"()[]{}<>|=");
+}
+
+static Py_ssize_t m_path(const unsigned char *s, Py_ssize_t n, Py_ssize_t i) {
+    if (prev_is(s, i, "./:-")) return -1;
+    Py_ssize_t j = i;
+    if (s[j] == '.') {
+        if (j + 1 < n && s[j + 1] == '/') j += 1;
+        else if (j + 2 < n && s[j + 1] == '.' && s[j + 2] == '/') j += 2;
+        else return -1;
+    }
+    int iters = 0;
+    for (;;) {
+        Py_ssize_t k = j;
+        while (k < n && s[k] == '/') k++;
+        if (k == j) break;
+        Py_ssize_t m = k;
+        while (m < n && seg_char(s[m])) m++;
+        if (m == k) break;
+        j = m;
+        iters++;
+    }
+    if (iters == 0) return -1;
+    if (j < n && s[j] == '/') j++;
+    return j;
+}
+
+static inline int rel_char(unsigned char c) { return is_w(c) || c == '.' || c == '-'; }
+static Py_ssize_t m_relpath_match(const unsigned char *s, Py_ssize_t n, Py_ssize_t i);
+
+static Py_ssize_t m_relpath(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, int *keep) {
+    Py_ssize_t end = m_relpath_match(s, n, i);
+    if (end < 0) return -1;
+    *keep = 1;
+    for (Py_ssize_t k = i; k < end; k++)
+        if (is_digit(s[k])) *keep = 0;
+    return end;
+}
+
+static Py_ssize_t m_relpath_match(const unsigned char *s, Py_ssize_t n, Py_ssize_t i) {
+    if (prev_is(s, i, ".:/@-")) return -1;
+    Py_ssize_t j = i;
+    while (j < n && rel_char(s[j])) j++;
+    if (j == i) return -1;
+    int iters = 0;
+    while (j < n && s[j] == '/') {
+        Py_ssize_t k = j + 1;
+        while (k < n && rel_char(s[k])) k++;
+        if (k == j + 1) break;
+        j = k;
+        iters++;
+    }
+    if (iters < 2) return -1;
+    if (j < n && s[j] == '/') {
+        if (!(j + 1 < n && w_or(s[j + 1], ".:/@-"))) return j + 1;
+    }
+    if (j < n && w_or(s[j], ".:/@-")) return -1;
+    return j;
+}
+
+static int char_class(unsigned char c) { return is_lower(c) ? 0 : is_upper(c) ? 1 : 2; }
+
+/* typed_values.random_id on s[a:b] (no underscore in it) */
+static int random_id(const unsigned char *s, Py_ssize_t a, Py_ssize_t b) {
+    Py_ssize_t n = b - a;
+    if (n < 12) return 0;
+    int lower = 0, upper = 0;
+    for (Py_ssize_t k = a; k < b; k++) {
+        if (!is_alnum(s[k])) return 0;
+        lower |= is_lower(s[k]);
+        upper |= is_upper(s[k]);
+    }
+    if (!(lower && upper)) return 0; /* str.islower()/isupper(): all cased chars of one case */
+    Py_ssize_t changes = 0;
+    for (Py_ssize_t k = a + 1; k < b; k++)
+        if (char_class(s[k]) != char_class(s[k - 1])) changes++;
+    return changes * 3 >= n;
+}
+
+static int word_is_id(const unsigned char *s, Py_ssize_t n, Py_ssize_t a, Py_ssize_t b) {
+    int digits = 0, letters = 0, underscores = 0;
+    for (Py_ssize_t k = a; k < b; k++) {
+        if (is_digit(s[k])) digits++;
+        else if (is_alpha(s[k])) letters++;
+        else underscores++;
+    }
+    if (digits >= 2 && letters) return 1;
+    if (b < n && s[b] == '=') return 0;
+    if (digits == 0 && underscores == 0) return 0; /* str.isalpha() */
+    /* any part between underscores a random id */
+    Py_ssize_t start = a;
+    for (Py_ssize_t k = a; k <= b; k++) {
+        if (k == b || s[k] == '_') {
+            if (random_id(s, start, k)) return 1;
+            start = k + 1;
+        }
+    }
+    /* prefixed_id: head_tail, head not empty, tail 16+ letters of both cases */
+    Py_ssize_t us = -1;
+    for (Py_ssize_t k = b - 1; k >= a; k--)
+        if (s[k] == '_') {
+            us = k;
+            break;
+        }
+    if (us <= a) return 0;
+    if (b - (us + 1) < 16) return 0;
+    int lo = 0, up = 0;
+    for (Py_ssize_t k = us + 1; k < b; k++) {
+        if (!is_alpha(s[k])) return 0;
+        lo |= is_lower(s[k]);
+        up |= is_upper(s[k]);
+    }
+    return lo && up;
+}
+
+static Py_ssize_t m_word(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, int *keep) {
+    if (prev_is(s, i, ".:/@-")) return -1;
+    Py_ssize_t j = i;
+    while (j < n && is_w(s[j])) j++;
+    if (j - i < 10) return -1;
+    if (j < n && w_or(s[j], ".:/@-")) return -1;
+    *keep = !word_is_id(s, n, i, j);
+    return j;
+}
+
+static inline int lower_alnum(unsigned char c) { return is_lower(c) || is_digit(c); }
+
+static Py_ssize_t m_dashed(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, int *keep) {
+    if (prev_is(s, i, ".-")) return -1;
+    Py_ssize_t j = i;
+    while (j < n && lower_alnum(s[j])) j++;
+    if (j == i) return -1;
+    int iters = 0;
+    Py_ssize_t prev_start = i, last_start = i;
+    while (j < n && s[j] == '-') {
+        Py_ssize_t k = j + 1;
+        while (k < n && lower_alnum(s[k])) k++;
+        if (k == j + 1) break;
+        prev_start = last_start;
+        last_start = j + 1;
+        j = k;
+        iters++;
+    }
+    if (iters < 2) return -1;
+    if (j < n && w_or(s[j], ".-")) return -1;
+    /* _pod: the second-to-last part 6-10 lower-case hex digits, the last 5 characters */
+    Py_ssize_t hash_len = (last_start - 1) - prev_start;
+    int pod = hash_len >= 6 && hash_len <= 10 && (j - last_start) == 5;
+    for (Py_ssize_t k = prev_start; pod && k < last_start - 1; k++)
+        if (!(is_digit(s[k]) || (s[k] >= 'a' && s[k] <= 'f'))) pod = 0;
+    *keep = !pod;
+    return j;
+}
+
+/* stage 0 of s[0:n] into out (room for 2n+16); returns the length written. Each alternative needs a
+ * character of its own in its match ('"', '-' or ':', '@', '/'): a text without it skips the
+ * alternative; and only '"' may start a match right after a word character. */
+static Py_ssize_t stage0(const unsigned char *s, Py_ssize_t n, unsigned char *out) {
+    const int has_quote = memchr(s, '"', (size_t)n) != NULL;
+    const int has_dash = memchr(s, '-', (size_t)n) != NULL;
+    const int has_colon = memchr(s, ':', (size_t)n) != NULL;
+    const int has_at = memchr(s, '@', (size_t)n) != NULL;
+    const int has_slash = memchr(s, '/', (size_t)n) != NULL;
+    Py_ssize_t i = 0, o = 0;
+    while (i < n) {
+        int keep = 0;
+        Py_ssize_t keep_from = -1;
+        Py_ssize_t end = -1;
+        unsigned char c = s[i];
+        if (c == '"') {
+            if (has_quote) end = m_quoted(s, n, i, &keep);
+        } else if (i > 0 && is_w(s[i - 1])) {
+            /* every other alternative starts where no word character precedes */
+            out[o++] = c;
+            i++;
+            continue;
+        }
+        if (end < 0 && is_hex(c)) {
+            if (has_dash) end = m_uuid(s, n, i);
+            if (end < 0 && has_colon) end = m_ipv6(s, n, i);
+            keep = 0;
+        }
+        if (end < 0 && has_at && (is_w(c) || c == '.' || c == '+' || c == '-')) {
+            end = m_email(s, n, i, &keep_from);
+            if (end >= 0) {
+                if (keep_from < 0) {
+                    memcpy(out + o, s + i, (size_t)(end - i));
+                    o += end - i;
+                } else {
+                    memcpy(out + o, "<*>", 3);
+                    o += 3;
+                    memcpy(out + o, s + keep_from, (size_t)(end - keep_from));
+                    o += end - keep_from;
+                }
+                i = end;
+                continue;
+            }
+        }
+        if (end < 0 && has_slash && (c == '/' || c == '.')) {
+            end = m_path(s, n, i);
+            keep = 0;
+        }
+        if (end < 0 && has_slash && rel_char(c)) {
+            end = m_relpath(s, n, i, &keep);
+        }
+        if (end < 0 && is_w(c)) end = m_word(s, n, i, &keep);
+        if (end < 0 && has_dash && lower_alnum(c)) end = m_dashed(s, n, i, &keep);
+        if (end < 0) {
+            out[o++] = c;
+            i++;
+            continue;
+        }
+        if (keep) {
+            memcpy(out + o, s + i, (size_t)(end - i));
+            o += end - i;
+        } else {
+            memcpy(out + o, "<*>", 3);
+            o += 3;
+        }
+        i = end;
+    }
+    return o;
+}
+
+static int blankable(const unsigned char *t, Py_ssize_t len) {
+    if (len <= 0 || len > 64 || !is_lower(t[0])) return 0;
+    for (Py_ssize_t k = 0; k < len; k++)
+        if (!(is_lower(t[k]) || t[k] == '_' || t[k] == '.' || t[k] == '-')) return 0;
+    for (const char **w = SENSITIVE; *w; w++)
+        if ((Py_ssize_t)strlen(*w) == len && memcmp(*w, t, (size_t)len) == 0) return 0;
+    return 1;
+}
+
+/* plans[key] if it is a plan that applies to these tokens (a new reference), else NULL (no error) or
+ * NULL with an error set */
+static PyObject *find_plan(PyObject *plans, const char *key, Py_ssize_t keylen, const unsigned char *shape,
+                           const Py_ssize_t *ts, const Py_ssize_t *te, Py_ssize_t ntok) {
+    PyObject *k = PyBytes_FromStringAndSize(key, keylen);
+    if (k == NULL) return NULL;
+    PyObject *plan = PyDict_GetItemWithError(plans, k);
+    Py_DECREF(k);
+    if (plan == NULL) return NULL;
+    if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 3) return NULL;
+    PyObject *blank = PyTuple_GET_ITEM(plan, 0), *kept = PyTuple_GET_ITEM(plan, 1);
+    PyObject *kept_shapes = PyTuple_GET_ITEM(plan, 2);
+    if (!PyTuple_Check(blank) || !PyTuple_Check(kept) || !PyTuple_Check(kept_shapes)) return NULL;
+    if (PyTuple_GET_SIZE(kept) != PyTuple_GET_SIZE(kept_shapes)) return NULL;
+    if (PyTuple_GET_SIZE(blank) == 0 && PyTuple_GET_SIZE(kept) == 0) return NULL;
+    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(blank); b++) {
+        Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(blank, b));
+        if (j == -1 && PyErr_Occurred()) return NULL;
+        if (j < 0 || j >= ntok || !blankable(shape + ts[j], te[j] - ts[j])) return NULL;
+    }
+    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(kept); b++) {
+        Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(kept, b));
+        if (j == -1 && PyErr_Occurred()) return NULL;
+        if (j < 0 || j >= ntok) return NULL;
+        PyObject *want = PyTuple_GET_ITEM(kept_shapes, b);
+        if (!PyBytes_Check(want) || PyBytes_GET_SIZE(want) != te[j] - ts[j] ||
+            memcmp(PyBytes_AS_STRING(want), shape + ts[j], (size_t)(te[j] - ts[j])) != 0)
+            return NULL;
+    }
+    Py_INCREF(plan);
+    return plan;
+}
+
+/* the plan's key for these tokens, or NULL: with `two`, the first two tokens and the count */
+static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned char *shape, Py_ssize_t len,
+                         const Py_ssize_t *ts, const Py_ssize_t *te, Py_ssize_t ntok) {
+    Py_ssize_t l0 = te[0] - ts[0], l1 = te[1] - ts[1];
+    char small[256];
+    char *buf = (l0 + l1 + 32 <= (Py_ssize_t)sizeof(small)) ? small : PyMem_Malloc((size_t)(l0 + l1 + 32));
+    if (buf == NULL) return PyErr_NoMemory();
+    PyObject *plan = NULL;
+    for (int two = 1; two >= 0 && plan == NULL; two--) {
+        Py_ssize_t kl = l0;
+        memcpy(buf, shape + ts[0], (size_t)l0);
+        if (two) {
+            buf[kl++] = ' ';
+            memcpy(buf + kl, shape + ts[1], (size_t)l1);
+            kl += l1;
+        }
+        kl += snprintf(buf + kl, 32, " %zd", ntok);
+        plan = find_plan(plans, buf, kl, shape, ts, te, ntok);
+        if (plan == NULL && PyErr_Occurred()) break;
+    }
+    if (buf != small) PyMem_Free(buf);
+    if (plan == NULL) return NULL;
+    /* build: blanked tokens become one NUL byte, kept tokens keep their digits */
+    char flag[MAXTOK];
+    memset(flag, 0, sizeof(flag));
+    PyObject *blank = PyTuple_GET_ITEM(plan, 0), *kept = PyTuple_GET_ITEM(plan, 1);
+    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(kept); b++) flag[PyLong_AsSsize_t(PyTuple_GET_ITEM(kept, b))] = 2;
+    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(blank); b++) flag[PyLong_AsSsize_t(PyTuple_GET_ITEM(blank, b))] = 1;
+    PyObject *res = PyBytes_FromStringAndSize(NULL, len);
+    if (res == NULL) {
+        Py_DECREF(plan);
+        return NULL;
+    }
+    char *r = PyBytes_AS_STRING(res);
+    Py_ssize_t o = 0, prev = 0;
+    for (Py_ssize_t j = 0; j < ntok; j++) {
+        memcpy(r + o, shape + prev, (size_t)(ts[j] - prev));
+        o += ts[j] - prev;
+        if (flag[j] == 1) {
+            r[o++] = 0;
+        } else {
+            const unsigned char *src = flag[j] == 2 ? raw : shape;
+            memcpy(r + o, src + ts[j], (size_t)(te[j] - ts[j]));
+            o += te[j] - ts[j];
+        }
+        prev = te[j];
+    }
+    memcpy(r + o, shape + prev, (size_t)(len - prev));
+    o += len - prev;
+    if (_PyBytes_Resize(&res, o) < 0) {
+        Py_DECREF(plan);
+        return NULL;
+    }
+    PyObject *out = PyTuple_Pack(2, plan, res);
+    Py_DECREF(plan);
+    Py_DECREF(res);
+    return out;
+}
+
+static PyObject *key(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "key(text, plans)");
+        return NULL;
+    }
+    PyObject *text = args[0], *plans = args[1];
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "key() text must be str");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(text)) {
+        if (fallback == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "_stage0.configure() was not called");
+            return NULL;
+        }
+        return PyObject_CallFunctionObjArgs(fallback, text, plans, NULL);
+    }
+    const unsigned char *s = (const unsigned char *)PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    unsigned char small[2 * 1024 + 16];
+    unsigned char *raw = (2 * n + 16 <= (Py_ssize_t)sizeof(small) / 2) ? small : PyMem_Malloc((size_t)(4 * n + 32));
+    if (raw == NULL) return PyErr_NoMemory();
+    unsigned char *shape = raw == small ? small + sizeof(small) / 2 : raw + 2 * n + 16;
+    Py_ssize_t len = stage0(s, n, raw);
+    for (Py_ssize_t k = 0; k < len; k++) shape[k] = (raw[k] >= '1' && raw[k] <= '9') ? '0' : raw[k];
+    PyObject *result = NULL;
+    int plannable = PyDict_Check(plans) && PyDict_GET_SIZE(plans) > 0 && n < max_chars;
+    for (Py_ssize_t k = 0; plannable && k < n; k++)
+        if (s[k] >= 0x1c && s[k] <= 0x1f) plannable = 0;
+    if (plannable) {
+        Py_ssize_t ts[MAXTOK], te[MAXTOK], ntok = 0, k = 0;
+        while (k < len) {
+            while (k < len && is_space(shape[k])) k++;
+            if (k >= len) break;
+            if (ntok >= max_tokens || ntok >= MAXTOK) {
+                ntok = -1;
+                break;
+            }
+            ts[ntok] = k;
+            while (k < len && !is_space(shape[k])) k++;
+            te[ntok++] = k;
+        }
+        if (ntok >= 2) {
+            result = planned(plans, raw, shape, len, ts, te, ntok);
+            if (result == NULL && PyErr_Occurred()) goto done;
+        }
+    }
+    if (result == NULL) result = PyBytes_FromStringAndSize((const char *)shape, len);
+done:
+    if (raw != small) PyMem_Free(raw);
+    return result;
+}
+
+static PyObject *configure(PyObject *self, PyObject *args) {
+    PyObject *fn;
+    Py_ssize_t chars, tokens;
+    if (!PyArg_ParseTuple(args, "Onn", &fn, &chars, &tokens)) return NULL;
+    if (tokens > MAXTOK) {
+        PyErr_SetString(PyExc_ValueError, "too many tokens for a plan");
+        return NULL;
+    }
+    Py_XINCREF(fn);
+    Py_XSETREF(fallback, fn);
+    max_chars = chars;
+    max_tokens = tokens;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"key", (PyCFunction)(void (*)(void))key, METH_FASTCALL, "typed_values.key_py, for ASCII text"},
+    {"configure", configure, METH_VARARGS, "configure(fallback, max_chars, max_tokens)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_stage0", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__stage0(void) { return PyModule_Create(&module); }

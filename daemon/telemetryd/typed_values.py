@@ -1,0 +1,251 @@
+"""Stage 0 of the template rules: values whose shape alone says they are values, replaced in one pass.
+
+A UUID, an email address, a path, a quoted string, an IPv6 address, a Kubernetes pod name or a random
+id is a value wherever it stands. Replacing them with ``<*>`` before every other rule has two effects:
+the rest of the rules see a text in which only words, numbers and punctuation remain, and that text,
+with its digits collapsed (the *key*), is what the hot path caches templates by. On service telemetry
+nearly every message carries a unique id, so the raw text is never seen twice; its key is.
+
+The template is a function of the stage-0 text, so the key is a sound cache key by construction. The
+pass is defined here in Python (`stage0`) and, for speed, mirrored in C (`_stage0.c`, built when a
+compiler is there): `key()` uses the C pass for ASCII text and this module for everything else. Both
+must give the same bytes for every text; tests/test_stage0.py checks them against each other.
+
+The scan, for both: at each position the alternatives of `_STAGE0` are tried in order; the first that
+matches consumes its text (even when its check keeps the text as it is) and scanning goes on after it.
+Every class is ASCII (``re.ASCII``); any other character is punctuation to this stage.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from itertools import pairwise
+
+PLACEHOLDER = "<*>"
+_P = PLACEHOLDER
+
+# Characters that continue a word, an id or a host name: a value never starts or ends next to them.
+_STAGE0 = re.compile(
+    "|".join(
+        (
+            # a double-quoted string is one value (a search phrase, a name with spaces); an HTTP request
+            # line is not: it keeps its method (masking._HTTP_REQUEST masks the rest)
+            r'(?P<quoted>"[^"]*")',
+            r"(?<![A-Za-z0-9_])(?P<uuid>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})"
+            r"(?![A-Za-z0-9_])",
+            # IPv6 and MAC addresses written in full: 4 to 16 hex groups joined by colons
+            r"(?<![A-Za-z0-9_:])(?P<ipv6>(?:[0-9A-Fa-f]{1,4}:){3,15}+[0-9A-Fa-f]{1,4})(?![A-Za-z0-9_:])",
+            # local@domain; `_email` checks the domain
+            r"(?<![A-Za-z0-9_.+/:@-])(?P<email>[A-Za-z0-9_.+-]++@[A-Za-z0-9.-]++)(?![A-Za-z0-9_@+])",
+            # an absolute path starts a token or follows punctuation, never a word ("PS/2", "hi/lo")
+            r"(?<![A-Za-z0-9_./:-])(?P<path>(?:\.{1,2}(?=/))?(?:/++[^\s/:,;'\"()\[\]{}<>|=]++)++/?)",
+            # a relative path of three or more parts with a digit in it: bucket/dir/object-id
+            # (`_relpath` checks the digit: "seq/ack/win" is message text)
+            r"(?<![A-Za-z0-9_.:/@-])(?P<relpath>[A-Za-z0-9_.-]++(?:/[A-Za-z0-9_.-]++){2,}+/?)"
+            r"(?![A-Za-z0-9_.:/@-])",
+            # a word of 10+ letters, digits and underscores; `_word` decides whether it is an id
+            r"(?<![A-Za-z0-9_.:/@-])(?P<word>[A-Za-z0-9_]{10,}+)(?![A-Za-z0-9_.:/@-])",
+            # lower-case words joined by hyphens; `_pod` picks out <workload>-<hash>-<5 chars>
+            r"(?<![A-Za-z0-9_.-])(?P<dashed>[a-z0-9]++(?:-[a-z0-9]++){2,}+)(?![A-Za-z0-9_.-])",
+        )
+    ),
+    re.ASCII,
+)
+_HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+_HTTP_QUOTED = tuple(f'"{m} ' for m in _HTTP_METHODS)
+_HEX = frozenset("0123456789abcdefABCDEF")
+_DIGITS = frozenset("0123456789")
+_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
+_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _class(c: str) -> int:
+    return 0 if c in _LOWER else 1 if c in _UPPER else 2
+
+
+def random_id(w: str) -> bool:
+    """A random base62 id (``VLd9HlQVBCPJ``, ``FbKIYKLONVUEQkufZpHtKbIi``): 12+ letters and digits, both
+    cases, changing between lower case, upper case and digits far more often than a camelCase name
+    (``MRClientProtocolPB``, ``getTodayTotalDetailSteps``) does: at every third character or more."""
+    n = len(w)
+    if n < 12 or not (w.isalnum() and w.isascii()) or w.islower() or w.isupper():
+        return False
+    changes = sum(1 for a, b in pairwise(map(_class, w)) if a != b)
+    return changes * 3 >= n
+
+
+def prefixed_id(w: str) -> bool:
+    """``evt_FbKIYKLONVUEQkufZpHtKbIi``: after a prefix, 16+ letters of both cases."""
+    head, _, tail = w.rpartition("_")
+    return bool(head) and len(tail) >= 16 and tail.isalpha() and not (tail.islower() or tail.isupper())
+
+
+def _word(w: str, after: str) -> bool:
+    if sum(1 for c in w if c in _DIGITS) >= 2 and any(c in _LOWER or c in _UPPER for c in w):
+        return True  # an id (hex digest, base62 key with its prefix, run id), not a name like "Slf4jLogger"
+    if after == "=" or w.isalpha():
+        # the key of key=value is message text; so is a word of letters alone, however it mixes cases
+        # (``getTodayTotalDetailSteps``)
+        return False
+    return any(map(random_id, w.split("_"))) or prefixed_id(w)
+
+
+def _email(m: re.Match[str]) -> str:
+    text = m.group()
+    domain = text.partition("@")[2]
+    core = domain.rstrip(".-")
+    labels = core.split(".")
+    if len(labels) >= 2 and all(labels) and len(labels[-1]) >= 2 and labels[-1].isalpha():
+        return _P + domain[len(core) :]
+    return text
+
+
+def _pod(text: str) -> bool:
+    parts = text.split("-")
+    hashpart = parts[-2]
+    lower_hex = all(c in _HEX and not c.isupper() for c in hashpart)
+    return 6 <= len(hashpart) <= 10 and lower_hex and len(parts[-1]) == 5
+
+
+def _replace(m: re.Match[str]) -> str:
+    kind = m.lastgroup
+    text = m.group()
+    if kind == "quoted":
+        return text if text.startswith(_HTTP_QUOTED) else _P
+    if kind == "email":
+        return _email(m)
+    if kind == "word":
+        end = m.end()
+        return _P if _word(text, m.string[end : end + 1]) else text
+    if kind == "dashed":
+        return _P if _pod(text) else text
+    if kind == "relpath":
+        return _P if any(c in _DIGITS for c in text) else text
+    return _P
+
+
+def stage0(text: str) -> str:
+    """The text the rest of the rules see: every typed value replaced with ``<*>``."""
+    return _STAGE0.sub(_replace, text)
+
+
+DIGIT_SHAPE = bytes.maketrans(b"123456789", b"000000000")
+
+# --- plans: positions of plain words that the structural stage masks --------------------------------
+# structure.py masks a word position once it varies; a user or queue name there then makes every
+# message a new key. A *plan* names, for the keys that start with one token and have n tokens, the
+# positions whose word `key` replaces with BLANK, so that such messages share one key. Why that is sound,
+# and which words may be blanked, is in docs/design.md ("Cache keys and plans"); in short: only a word
+# that every rule leaves alone or masks whole, in a text of one line of ASCII, and only positions the
+# structural stage masks in the template of the message that taught the plan.
+BLANK = b"\x00"
+PLAN_MAX_TOKENS = 64
+PLAN_MAX_CHARS = 1024  # patterns.EXAMPLE_MAX_CHARS: a longer text gets no structural stage
+_WORD_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz_.-")
+_LOWER_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz")
+# Lower-case words that a rule spanning tokens reads (masking.py stage 1 and 3): units after a number,
+# the clause words that end "user NAME", and the words that start or stop it.
+SENSITIVE = frozenset(
+    b"ms s sec secs second seconds min mins minute minutes h hour hours us ns b byte bytes "
+    b"from by on at to in with for via user unknown".split()
+)
+# What str.split() and bytes.split() both split on: with any of \x1c-\x1f in a text (str.split() splits
+# on them, bytes.split() does not) no plan applies.
+_WS = re.compile(rb"([ \t\n\r\x0b\x0c]+)")
+_SPLIT_MISMATCH = re.compile("[\x1c-\x1f]")
+_HAS_DIGIT = re.compile("[0-9]")
+
+# (positions blanked, positions whose digits are kept as they are, the digit shapes of the tokens kept:
+# a plan applies only to texts with these tokens there, so that "key k12" (kept) does not make every
+# "key k3456" (masked) a key of its own)
+Plan = tuple[tuple[int, ...], tuple[int, ...], tuple[bytes, ...]]
+Key = bytes | tuple[Plan, bytes]
+
+
+def blankable(tok: bytes) -> bool:
+    """A word a plan may blank: lower-case letters, then letters, ``_ . -``; no rule reads it."""
+    return (
+        0 < len(tok) <= 64 and tok[0] in _LOWER_BYTES and _WORD_BYTES.issuperset(tok) and tok not in SENSITIVE
+    )
+
+
+def plan_keys(toks: list[bytes]) -> tuple[bytes, bytes]:
+    """The two keys a plan may be stored under: the first two tokens and the count, then the first token
+    and the count. Plans under the first are tried first (see `learn`)."""
+    n = b" %d" % len(toks)
+    return toks[0] + b" " + toks[1] + n, toks[0] + n
+
+
+def plannable(text: str) -> bool:
+    return len(text) < PLAN_MAX_CHARS and text.isascii() and not _SPLIT_MISMATCH.search(text)
+
+
+def apply_plan(raw: bytes, shape: bytes, plans: dict[bytes, Plan]) -> Key:
+    """`shape` (`raw` with its digits made 0) under its plan: the words at the plan's blank positions
+    replaced by BLANK, the tokens at its keep positions as in `raw`; with the plan. Or `shape`."""
+    parts = _WS.split(shape)
+    first = 2 if parts[0] == b"" else 0  # a leading separator: b"", separator, first token
+    toks = parts[first::2]
+    if toks and toks[-1] == b"":
+        toks.pop()
+    n = len(toks)
+    if n < 2 or n > PLAN_MAX_TOKENS:
+        return shape
+    for pk in plan_keys(toks):
+        plan = plans.get(pk)
+        if (
+            plan is not None
+            and (plan[0] or plan[1])
+            and all(blankable(toks[j]) for j in plan[0])
+            and all(toks[j] == t for j, t in zip(plan[1], plan[2], strict=True))
+        ):
+            if plan[1]:
+                kept = _WS.split(raw)
+                for j in plan[1]:
+                    parts[first + 2 * j] = kept[first + 2 * j]
+            for j in plan[0]:
+                parts[first + 2 * j] = BLANK
+            return plan, b"".join(parts)
+    return shape
+
+
+def key_py(text: str, plans: dict[bytes, Plan]) -> Key:
+    """The cache key of a text: its stage-0 text, UTF-8, every ASCII digit made ``0``, under its plan."""
+    raw = stage0(text).encode()
+    shape = raw.translate(DIGIT_SHAPE)
+    if plans and plannable(text):
+        return apply_plan(raw, shape, plans)
+    return shape
+
+
+def learn(prepared: str, rule_template: str, template: str) -> tuple[list[bytes], Plan] | None:
+    """(tokens, plan) a message teaches: the plain words of its stage-0 text that the structural stage
+    masked in its `template`, and the tokens of `template` that keep a digit; None if plans cannot say
+    anything about it."""
+    toks = prepared.split()
+    n = len(toks)
+    if not 2 <= n <= PLAN_MAX_TOKENS:
+        return None
+    rt = rule_template.split()
+    ft = template.split()
+    if len(rt) != n or len(ft) != n:
+        return None
+    blank = tuple(
+        j for j in range(1, n) if ft[j] == PLACEHOLDER and rt[j] == toks[j] and blankable(toks[j].encode())
+    )
+    keep = tuple(j for j in range(n) if _HAS_DIGIT.search(ft[j]))
+    shapes = [t.encode().translate(DIGIT_SHAPE) for t in toks]
+    return shapes, (blank, keep, tuple(shapes[j] for j in keep))
+
+
+key: Callable[[str, dict[bytes, Plan]], Key] = key_py
+ACCELERATED = False
+try:
+    from . import _stage0  # type: ignore[attr-defined]
+except ImportError:  # no compiler where it was installed: the pure pass is the same, only slower
+    pass
+else:
+    _stage0.configure(key_py, PLAN_MAX_CHARS, PLAN_MAX_TOKENS)
+    key = _stage0.key
+    ACCELERATED = True

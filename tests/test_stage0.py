@@ -1,0 +1,287 @@
+"""Stage 0 and the hot path's cache keys (typed_values.py, _stage0.c).
+
+- The C key and the Python definition give the same bytes, on generated texts and plans.
+- A key is a sound cache key: counting through the caches (digit shapes, stage-0 keys, plans) gives the
+  same pattern table, id by id and count by count, as masking every message on its own.
+- `make test` builds the accelerator: with TELEMETRYD_REQUIRE_ACCEL=1 (set by the Makefile) a missing
+  build fails here instead of passing on the slow path unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from telemetryd import typed_values as tv
+from telemetryd.masking import Masker
+from telemetryd.patterns import Extractor, PatternCounter, pattern_id
+from telemetryd.structure import Structure
+
+needs_c = pytest.mark.skipif(not tv.ACCELERATED, reason="the C accelerator is not built here")
+
+
+def test_make_test_builds_the_accelerator() -> None:
+    if os.environ.get("TELEMETRYD_REQUIRE_ACCEL") != "1":
+        pytest.skip("TELEMETRYD_REQUIRE_ACCEL is not set (the Makefile sets it)")
+    assert tv.ACCELERATED, "telemetryd._stage0 did not build: is a C compiler installed?"
+
+
+@pytest.mark.parametrize(
+    ("text", "stage0"),
+    [
+        ('search "blue suede shoes" by ann', "search <*> by ann"),
+        ('"GET /x HTTP/1.1" 200', '"GET /x HTTP/1.1" 200'),
+        ("session 2678dac2-02fe-43ba-916b-0576c76cae5c for bob", "session <*> for bob"),
+        ("TLS with 2001:db8:1:2:3:4:5:6 failed", "TLS with <*> failed"),
+        ("reset for ann.lee@mail.example.org. from x", "reset for <*>. from x"),
+        ("mail a@b.c1 not an address", "mail a@b.c1 not an address"),
+        ("uploaded /a/b/c.json (2MiB)", "uploaded <*> (2MiB)"),
+        ("object bucket-prod/dir/x/62670bf026 deleted", "object <*> deleted"),
+        ("seq/ack/win updated", "seq/ack/win updated"),
+        ("run NKKYQG3WbIat still active", "run <*> still active"),
+        ("key sk_live_FbKIYKLONVUEQkufZpHtKbIi revoked", "key <*> revoked"),
+        ("getTodayTotalDetailSteps = 12", "getTodayTotalDetailSteps = 12"),
+        ("FbKIYKLONVUEQkufZpH=1", "FbKIYKLONVUEQkufZpH=1"),
+        ("pod web-7d4b9c8f6-x2x9z restarted", "pod <*> restarted"),
+        ("host db-replica-07 down", "host db-replica-07 down"),
+    ],
+)
+def test_stage0_rules(text: str, stage0: str) -> None:
+    assert tv.stage0(text) == stage0
+    assert tv.key(text, {}) == tv.key_py(text, {}) == stage0.encode().translate(tv.DIGIT_SHAPE)
+
+
+# Texts built from the pieces the alternatives look at, so that near misses are common.
+_PIECES = st.sampled_from(
+    [
+        " ",
+        "  ",
+        "\t",
+        "\x1c",
+        '"',
+        "'",
+        "-",
+        "_",
+        ".",
+        "..",
+        "/",
+        "//",
+        ":",
+        "@",
+        "+",
+        "=",
+        "(",
+        ")",
+        ",",
+        "a",
+        "B",
+        "0",
+        "7",
+        "f",
+        "x",
+        "ab12",
+        "abcdef",
+        "deadbeef",
+        "k12",
+        "GET ",
+        "user",
+        "from",
+        "ms",
+        "2678dac2-02fe-43ba-916b-0576c76cae5c",
+        "2001:db8:0:1",
+        "ann@corp.example",
+        "a.b@c.io",
+        "/var/log",
+        "./x",
+        "../y",
+        "web-7d4b9c8f6-x2x9z",
+        "db-replica-07",
+        "VLd9HlQ2BCPJx",
+        "sk_live_",
+        "FbKIYKLONVUEQkufZpHtKbIi",
+        "abcdefghij",
+        "ABCDEFGHIJKL",
+        "é",
+        "ü",
+        "\x00",
+    ]
+)
+_TEXTS = st.lists(_PIECES, max_size=40).map("".join) | st.text(max_size=60)
+
+
+def _plans_for(text: str, rnd: random.Random) -> dict[bytes, tv.Plan]:
+    """Plans that apply, or nearly apply, to `text`: built from its own tokens."""
+    toks = tv.stage0(text).encode().translate(tv.DIGIT_SHAPE).split()
+    if len(toks) < 2:
+        return {b"x 2": ((1,), (), ())}
+    n = len(toks)
+    blank = tuple(sorted(rnd.sample(range(1, n), k=min(n - 1, rnd.randint(1, 3)))))
+    keep_at = tuple(j for j in range(n) if j not in blank and rnd.random() < 0.3)
+    shapes = tuple(toks[j] if rnd.random() < 0.9 else b"other" for j in keep_at)
+    plan = (blank, keep_at, shapes)
+    two, one = tv.plan_keys(toks)
+    return {two if rnd.random() < 0.5 else one: plan, b"unrelated 3": ((1,), (), ())}
+
+
+@needs_c
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_TEXTS, st.integers(0, 2**32))
+def test_c_key_is_the_python_key(text: str, seed: int) -> None:
+    plans = _plans_for(text, random.Random(seed))
+    assert tv.key(text, {}) == tv.key_py(text, {})
+    assert tv.key(text, plans) == tv.key_py(text, plans)
+
+
+@needs_c
+def test_c_key_on_long_texts_and_many_tokens() -> None:
+    rnd = random.Random(7)
+    for _ in range(300):
+        words = [
+            rnd.choice(["a", "bb", "x1", "ann@corp.example", "/p/q", '"q w"', "k-1-2"]) for _ in range(300)
+        ]
+        text = " ".join(words)[: rnd.randint(1, 2000)]
+        plans = _plans_for(text, rnd)
+        assert tv.key(text, plans) == tv.key_py(text, plans)
+
+
+# --- soundness: the caches never change a count ---------------------------------------------------
+
+_TEMPLATES = [
+    "user {user} signed in via {idp}",
+    "session {uuid} for {user} refreshed, expires in {sec}",
+    "feature flag {flag} set to {bool} for tenant {user}",
+    "feature store lookup for entity {uuid} missed {small} features",
+    "inference batch of {small} for {model} took {ms} (p99 {ms})",
+    "cache miss for key k{small}",
+    "model {model} v{small}.{small} loaded on gpu{digit} in {sec}",
+    "query on {table} took {ms} rows={int} plan={plan}",
+    "search {quoted} by {user} returned {int} hits",
+    "password reset requested for {email} from {ip}",
+    "consumer {pod} joined group {queue} generation={int}",
+]
+
+
+def _service_events(seed: int, n: int) -> list[dict[str, str]]:
+    rnd = random.Random(seed)
+
+    def word(lo: int = 3, hi: int = 7) -> str:
+        return "".join(rnd.choices(string.ascii_lowercase, k=rnd.randint(lo, hi)))
+
+    users = [word() for _ in range(rnd.randint(3, 30))]
+    tables = [word() for _ in range(8)]
+    values = {
+        "user": lambda: rnd.choice(users),
+        "idp": lambda: rnd.choice(["okta", "google", "saml"]),
+        "uuid": lambda: "-".join(f"{rnd.getrandbits(4 * w):0{w}x}" for w in (8, 4, 4, 4, 12)),
+        "sec": lambda: f"{rnd.random() * 120:.2f}s",
+        "flag": lambda: rnd.choice(users) + "_" + rnd.choice(users),
+        "bool": lambda: rnd.choice(["true", "false"]),
+        "small": lambda: str(rnd.randint(0, 120)),
+        "digit": lambda: str(rnd.randint(0, 7)),
+        "ms": lambda: f"{rnd.randint(1, 9999)}ms",
+        "model": lambda: rnd.choice(users) + "-" + rnd.choice(["small", "large"]),
+        "table": lambda: rnd.choice(tables),
+        "int": lambda: str(rnd.randint(0, 10**6)),
+        "plan": lambda: rnd.choice(["seqscan", "hashjoin"]),
+        "quoted": lambda: '"' + " ".join(word() for _ in range(rnd.randint(1, 3))) + '"',
+        "email": lambda: f"{rnd.choice(users)}@{rnd.choice(['example.com', 'corp.example'])}",
+        "ip": lambda: ".".join(str(rnd.randint(0, 255)) for _ in range(4)),
+        "pod": lambda: f"{rnd.choice(users)}-{rnd.getrandbits(36):09x}-{word(5, 5)}",
+        "queue": lambda: rnd.choice(users) + "." + rnd.choice(tables),
+    }
+    out = []
+    for _ in range(n):
+        t = rnd.choice(_TEMPLATES)
+        msg = t
+        while "{" in msg:
+            a = msg.index("{")
+            b = msg.index("}", a)
+            msg = msg[:a] + values[msg[a + 1 : b]]() + msg[b + 1 :]
+        out.append(
+            {"service": rnd.choice(["api", "auth"]), "level": rnd.choice(["info", "warn"]), "message": msg}
+        )
+    return out
+
+
+def _uncached_table(events: list[dict[str, str]]) -> dict[str, int]:
+    """Counts by final pattern id, each message masked on its own, the structural stage fed every rule
+    template: no cache anywhere."""
+    masker = Masker()
+    st = Structure()
+    rows = []
+    for ev in events:
+        key = (ev["service"], ev["level"])
+        tpl = masker.template(ev["message"])
+        st.observe(key, tpl)
+        rows.append((key, tpl))
+    counts: dict[str, int] = {}
+    for key, tpl in rows:
+        fid = pattern_id(["service", "level"], key, st.apply(key, tpl))
+        counts[fid] = counts.get(fid, 0) + 1
+    return counts
+
+
+def _cached_table(events: list[dict[str, str]], block: int) -> dict[str, int]:
+    pc = PatternCounter(Extractor(["service", "level"], "message", []), 1_000_000, 1 << 20)
+    lines = [json.dumps(ev).encode() + b"\n" for ev in events]
+    for i in range(0, len(lines), block):
+        pc.process_block(b"".join(lines[i : i + block]), 0.0)
+    assert pc.events_total == len(events)
+    live = {p.id: p.count for p in pc.table.values() if p.absorbed_into is None and p.count}
+    assert sum(live.values()) == len(events)
+    return live
+
+
+@pytest.mark.parametrize("accelerated", [True, False])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32), block=st.sampled_from([1, 7, 100, 5000]))
+def test_caches_never_change_a_count(
+    accelerated: bool, seed: int, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if accelerated and not tv.ACCELERATED:
+        pytest.skip("the C accelerator is not built here")
+    if not accelerated:
+        monkeypatch.setattr(tv, "key", tv.key_py)
+    events = _service_events(seed, 3000)
+    assert _cached_table(events, block) == _uncached_table(events)
+
+
+def test_no_key_fields_counts_every_event() -> None:
+    """A counter with no key fields: the second level once dropped its misses (zip() of nothing)."""
+    pc = PatternCounter(Extractor([], "message", []), 10, 1 << 20)
+    block = b"".join(
+        json.dumps({"message": f"k{w}k lookup failed"}).encode() + b"\n" for w in "abcdefghijklmnopqrst"
+    )
+    assert pc.process_block(block, 0.0) == 20
+    assert len(pc.table) == 10 and pc.overflow_count == 10
+
+
+def test_plans_blank_names_only_where_the_structure_masks_them() -> None:
+    """After the structural stage masks the user position, messages with new users hit the cache."""
+    pc = PatternCounter(Extractor(["service"], "message", []), 1000, 1 << 20)
+    users = ["ann", "bob", "cyd", "dan", "eve", "fay"]
+    block = b"".join(
+        json.dumps({"service": "a", "message": f"user {u} signed in via okta"}).encode() + b"\n"
+        for u in users
+    )
+    pc.process_block(block, 0.0)
+    plans = pc._plans[("a",)]
+    assert any(plan[0] == (1,) for plan in plans.values()), plans
+    calls = []
+    real = pc._lookup
+    pc._lookup = lambda k, m, now: calls.append(m) or real(k, m, now)  # type: ignore[method-assign]
+    fresh = b"".join(
+        json.dumps({"service": "a", "message": f"user {u} signed in via okta"}).encode() + b"\n"
+        for u in ["gil", "hal", "ivy"]
+    )
+    pc.process_block(fresh, 0.0)
+    assert calls == []  # no slow path: one key for every name
+    (live,) = [p for p in pc.table.values() if p.absorbed_into is None]
+    assert live.template == "user <*> signed in via okta" and live.count == 9
+    # A word a rule reads is never blanked: "via" stays in the key
+    assert not tv.blankable(b"via") and not tv.blankable(b"ms") and tv.blankable(b"gil")
