@@ -163,9 +163,20 @@ static Py_ssize_t m_relpath_match(const unsigned char *s, Py_ssize_t n, Py_ssize
 static Py_ssize_t m_relpath(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, int *keep) {
     Py_ssize_t end = m_relpath_match(s, n, i);
     if (end < 0) return -1;
+    /* typed_values._relpath: a digit, or a part of 8+ hex digits */
     *keep = 1;
-    for (Py_ssize_t k = i; k < end; k++)
-        if (is_digit(s[k])) *keep = 0;
+    Py_ssize_t part = i;
+    int all_hex = 1;
+    for (Py_ssize_t k = i; k <= end; k++) {
+        if (k == end || s[k] == '/') {
+            if (all_hex && k - part >= 8) *keep = 0;
+            part = k + 1;
+            all_hex = 1;
+        } else {
+            if (is_digit(s[k])) *keep = 0;
+            if (!is_hex(s[k])) all_hex = 0;
+        }
+    }
     return end;
 }
 

@@ -324,7 +324,10 @@ class PatternCounter:
             shared = ex.masker.shared_by_shape(prepared, final)
             fast[(*raw_key, shape)] = p if shared else EXACT
             key0: Key | None = shape0
-            if ex.masker.plans_apply and plannable(text):
+            # A text whose template the structural stage left alone and that keeps no digit teaches no
+            # plan; unless plans exist for its key values (one may need cutting), its key is shape0.
+            learns = final != tpl or not shared or raw_key in self._plans
+            if learns and ex.masker.plans_apply and plannable(text):
                 plans = self._plans.get(raw_key)
                 if plans is None:
                     if len(self._plans) >= FAST_CACHE_MAX:

@@ -40,8 +40,8 @@ _STAGE0 = re.compile(
             r"(?<![A-Za-z0-9_.+/:@-])(?P<email>[A-Za-z0-9_.+-]++@[A-Za-z0-9.-]++)(?![A-Za-z0-9_@+])",
             # an absolute path starts a token or follows punctuation, never a word ("PS/2", "hi/lo")
             r"(?<![A-Za-z0-9_./:-])(?P<path>(?:\.{1,2}(?=/))?(?:/++[^\s/:,;'\"()\[\]{}<>|=]++)++/?)",
-            # a relative path of three or more parts with a digit in it: bucket/dir/object-id
-            # (`_relpath` checks the digit: "seq/ack/win" is message text)
+            # a relative path of three or more parts with an id in it: bucket/dir/object-id
+            # (`_relpath` checks: "seq/ack/win" is message text)
             r"(?<![A-Za-z0-9_.:/@-])(?P<relpath>[A-Za-z0-9_.-]++(?:/[A-Za-z0-9_.-]++){2,}+/?)"
             r"(?![A-Za-z0-9_.:/@-])",
             # a word of 10+ letters, digits and underscores; `_word` decides whether it is an id
@@ -108,6 +108,13 @@ def _pod(text: str) -> bool:
     return 6 <= len(hashpart) <= 10 and lower_hex and len(parts[-1]) == 5
 
 
+def _relpath(text: str) -> bool:
+    """A path of ids, not of words: a digit in it, or a part of 8+ hex digits (``ab/cd/deadbeefaa``)."""
+    if any(c in _DIGITS for c in text):
+        return True
+    return any(len(part) >= 8 and _HEX.issuperset(part) for part in text.split("/"))
+
+
 def _replace(m: re.Match[str]) -> str:
     kind = m.lastgroup
     text = m.group()
@@ -121,7 +128,7 @@ def _replace(m: re.Match[str]) -> str:
     if kind == "dashed":
         return _P if _pod(text) else text
     if kind == "relpath":
-        return _P if any(c in _DIGITS for c in text) else text
+        return _P if _relpath(text) else text
     return _P
 
 
