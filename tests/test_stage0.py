@@ -118,14 +118,15 @@ def _plans_for(text: str, rnd: random.Random) -> dict[bytes, tv.Plan]:
     """Plans that apply, or nearly apply, to `text`: built from its own tokens."""
     toks = tv.stage0(text).encode().translate(tv.DIGIT_SHAPE).split()
     if len(toks) < 2:
-        return {b"x 2": ((1,), (), ())}
+        return {b"x 2": ((1,), (), (), ())}
     n = len(toks)
     blank = tuple(sorted(rnd.sample(range(1, n), k=min(n - 1, rnd.randint(1, 3)))))
     keep_at = tuple(j for j in range(n) if j not in blank and rnd.random() < 0.3)
     shapes = tuple(toks[j] if rnd.random() < 0.9 else b"other" for j in keep_at)
-    plan = (blank, keep_at, shapes)
+    numbers = tuple(j for j in range(1, n) if j not in blank and j not in keep_at and rnd.random() < 0.5)
+    plan = (blank, keep_at, shapes, numbers)
     two, one = tv.plan_keys(toks)
-    return {two if rnd.random() < 0.5 else one: plan, b"unrelated 3": ((1,), (), ())}
+    return {two if rnd.random() < 0.5 else one: plan, b"unrelated 3": ((1,), (), (), ())}
 
 
 @needs_c
@@ -163,6 +164,10 @@ _TEMPLATES = [
     "search {quoted} by {user} returned {int} hits",
     "password reset requested for {email} from {ip}",
     "consumer {pod} joined group {queue} generation={int}",
+    # a clock time: the rules read the length of the day number before it ("Jun 7 07:07:00" is one
+    # date, "Jun 777 07:07:00" is not), so no plan may collapse numbers here
+    "backup of {user} took {small} at Jun {small} {clock}",
+    "backup of {user} took {small} at {clock}",
 ]
 
 
@@ -193,6 +198,7 @@ def _service_events(seed: int, n: int) -> list[dict[str, str]]:
         "ip": lambda: ".".join(str(rnd.randint(0, 255)) for _ in range(4)),
         "pod": lambda: f"{rnd.choice(users)}-{rnd.getrandbits(36):09x}-{word(5, 5)}",
         "queue": lambda: rnd.choice(users) + "." + rnd.choice(tables),
+        "clock": lambda: f"{rnd.randint(0, 23):02d}:{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}",
     }
     out = []
     for _ in range(n):
@@ -285,3 +291,19 @@ def test_plans_blank_names_only_where_the_structure_masks_them() -> None:
     assert live.template == "user <*> signed in via okta" and live.count == 9
     # A word a rule reads is never blanked: "via" stays in the key
     assert not tv.blankable(b"via") and not tv.blankable(b"ms") and tv.blankable(b"gil")
+
+
+def test_a_text_that_teaches_nothing_is_not_stored_under_a_plan() -> None:
+    """A date merges tokens ("Jun 12 07:07:00" is one value), so such a text cannot be planned; the plan
+    its neighbours taught ("Jun 123 07:07:00" is not a date) must not take its entry."""
+    users = ["ann", "bob", "cyd", "dan", "eve", "fay"]
+    events = [
+        {"service": "a", "level": "i", "message": f"backup of {u} took 5 at Jun 123 07:07:00"} for u in users
+    ]
+    events += [
+        {"service": "a", "level": "i", "message": f"backup of {u} took 5 at Jun 12 07:07:00"}
+        for u in ["zed", "amy"]
+    ]
+    cached = _cached_table(events, 1)
+    assert cached == _uncached_table(events)
+    assert len(cached) == 3  # the 3-digit day group folded; zed and amy kept apart

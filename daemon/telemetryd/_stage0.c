@@ -374,6 +374,25 @@ static int blankable(const unsigned char *t, Py_ssize_t len) {
     return 1;
 }
 
+/* typed_values.NUMBER: [(\[]?(?:[a-z_]+=)?[0-9]+(?:\.[0-9]+)*[A-Za-z%]*[)\],;]* matching the whole token */
+static int is_number(const unsigned char *t, Py_ssize_t len) {
+    Py_ssize_t k = 0;
+    if (k < len && (t[k] == '(' || t[k] == '[')) k++;
+    /* an optional key=: lower-case letters and _ then '='; if no '=' follows, back to the number */
+    Py_ssize_t q = k;
+    while (q < len && (is_lower(t[q]) || t[q] == '_')) q++;
+    if (q > k && q < len && t[q] == '=') k = q + 1;
+    if (!(k < len && is_digit(t[k]))) return 0;
+    while (k < len && is_digit(t[k])) k++;
+    while (k + 1 < len && t[k] == '.' && is_digit(t[k + 1])) {
+        k++;
+        while (k < len && is_digit(t[k])) k++;
+    }
+    while (k < len && (is_alpha(t[k]) || t[k] == '%')) k++;
+    while (k < len && (t[k] == ')' || t[k] == ']' || t[k] == ',' || t[k] == ';')) k++;
+    return k == len;
+}
+
 /* plans[key] if it is a plan that applies to these tokens (a new reference), else NULL (no error) or
  * NULL with an error set */
 static PyObject *find_plan(PyObject *plans, const char *key, Py_ssize_t keylen, const unsigned char *shape,
@@ -383,12 +402,18 @@ static PyObject *find_plan(PyObject *plans, const char *key, Py_ssize_t keylen, 
     PyObject *plan = PyDict_GetItemWithError(plans, k);
     Py_DECREF(k);
     if (plan == NULL) return NULL;
-    if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 3) return NULL;
+    if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 4) return NULL;
     PyObject *blank = PyTuple_GET_ITEM(plan, 0), *kept = PyTuple_GET_ITEM(plan, 1);
-    PyObject *kept_shapes = PyTuple_GET_ITEM(plan, 2);
-    if (!PyTuple_Check(blank) || !PyTuple_Check(kept) || !PyTuple_Check(kept_shapes)) return NULL;
+    PyObject *kept_shapes = PyTuple_GET_ITEM(plan, 2), *numbers = PyTuple_GET_ITEM(plan, 3);
+    if (!PyTuple_Check(blank) || !PyTuple_Check(kept) || !PyTuple_Check(kept_shapes) || !PyTuple_Check(numbers))
+        return NULL;
     if (PyTuple_GET_SIZE(kept) != PyTuple_GET_SIZE(kept_shapes)) return NULL;
-    if (PyTuple_GET_SIZE(blank) == 0 && PyTuple_GET_SIZE(kept) == 0) return NULL;
+    if (PyTuple_GET_SIZE(blank) == 0 && PyTuple_GET_SIZE(kept) == 0 && PyTuple_GET_SIZE(numbers) == 0) return NULL;
+    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(numbers); b++) {
+        Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(numbers, b));
+        if (j == -1 && PyErr_Occurred()) return NULL;
+        if (j < 0 || j >= ntok || !is_number(shape + ts[j], te[j] - ts[j])) return NULL;
+    }
     for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(blank); b++) {
         Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(blank, b));
         if (j == -1 && PyErr_Occurred()) return NULL;
@@ -433,6 +458,9 @@ static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned cha
     char flag[MAXTOK];
     memset(flag, 0, sizeof(flag));
     PyObject *blank = PyTuple_GET_ITEM(plan, 0), *kept = PyTuple_GET_ITEM(plan, 1);
+    PyObject *numbers = PyTuple_GET_ITEM(plan, 3);
+    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(numbers); b++)
+        flag[PyLong_AsSsize_t(PyTuple_GET_ITEM(numbers, b))] = 3;
     for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(kept); b++) flag[PyLong_AsSsize_t(PyTuple_GET_ITEM(kept, b))] = 2;
     for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(blank); b++) flag[PyLong_AsSsize_t(PyTuple_GET_ITEM(blank, b))] = 1;
     PyObject *res = PyBytes_FromStringAndSize(NULL, len);
@@ -447,6 +475,10 @@ static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned cha
         o += ts[j] - prev;
         if (flag[j] == 1) {
             r[o++] = 0;
+        } else if (flag[j] == 3) {
+            /* each run of digits one 0 */
+            for (Py_ssize_t k = ts[j]; k < te[j]; k++)
+                if (!(is_digit(shape[k]) && k > ts[j] && is_digit(shape[k - 1]))) r[o++] = (char)shape[k];
         } else {
             const unsigned char *src = flag[j] == 2 ? raw : shape;
             memcpy(r + o, src + ts[j], (size_t)(te[j] - ts[j]));

@@ -26,7 +26,7 @@ from .masking import DIGIT_SHAPE, RULESET_VERSION, Masker
 # PatternState is a committed record: it lives in records.py (the bottom layer) since issue 14.
 from .records import PatternState as PatternState
 from .structure import VARIABLE_AT, GroupKey, Structure
-from .typed_values import Key, Plan, learn, plan_keys, plannable
+from .typed_values import ACCELERATED, Key, Plan, learn, plan_keys, plannable
 
 EXAMPLE_MAX_CHARS = 1024
 # Bounds of the hot-path caches: unique messages (ids, timestamps in text) would otherwise grow them
@@ -59,6 +59,9 @@ class _Marker:
 EXACT = _Marker()
 MISS = _Marker()
 NO_PLANS: dict[bytes, Plan] = {}  # never written to
+# After a block in which most texts missed the first level (service telemetry: every text has an id),
+# this many blocks go straight to the key; then the first level is tried again.
+FIRST_LEVEL_SKIP = 16
 
 
 def settings_digest(key_fields: Sequence[str], template_field: str, masks: Iterable[tuple[str, str]]) -> str:
@@ -165,7 +168,12 @@ class PatternCounter:
         # The plans of the second level's keys (typed_values.py), by raw key values: derived from what the
         # slow path saw. The structural stage works per key, so its plans do too.
         self._plans: dict[tuple[Any, ...], dict[bytes, Plan]] = {}
+        self._cut: set[tuple[tuple[Any, ...], bytes]] = set()
         self._block_path_off = 0
+        # The first level is skipped while it mostly misses, if the key is C code (a speed choice only:
+        # both levels give every text its own pattern).
+        self._may_skip_first = ACCELERATED and bool(extractor.schema.template_field)
+        self._skip_first = 0
         # The structural stage (structure.py) and, per group, its live (not absorbed) entries: what a
         # position becoming variable folds. Both are derived from the table, never committed.
         self.structure = Structure()
@@ -188,6 +196,7 @@ class PatternCounter:
         self._fast0 = {}
         self._kcache = {}
         self._plans = {}
+        self._cut = set()
         self._structure_ready = False
 
     def _derive_structure(self) -> None:
@@ -324,16 +333,17 @@ class PatternCounter:
             shared = ex.masker.shared_by_shape(prepared, final)
             fast[(*raw_key, shape)] = p if shared else EXACT
             key0: Key | None = shape0
-            # A text whose template the structural stage left alone and that keeps no digit teaches no
-            # plan; unless plans exist for its key values (one may need cutting), its key is shape0.
-            learns = final != tpl or not shared or raw_key in self._plans
+            # A text with no digit whose template the structural stage left alone teaches no plan;
+            # unless plans exist for its key values (one may need cutting), its key is shape0.
+            learns = final != tpl or shape != text.encode() or raw_key in self._plans
             if learns and ex.masker.plans_apply and plannable(text):
                 plans = self._plans.get(raw_key)
                 if plans is None:
                     if len(self._plans) >= FAST_CACHE_MAX:
                         self._plans.clear()
+                        self._cut.clear()
                     plans = self._plans[raw_key] = {}
-                key0 = self._learn(plans, text, prepared, tpl, final)
+                key0 = self._learn(raw_key, plans, text, prepared, tpl, final)
             if key0 is not None:
                 # Under a plan, the digits of the template are in kept tokens (_learn sees to it).
                 ok = shared if isinstance(key0, bytes) else ex.masker.digits_are_one_class(prepared)
@@ -346,7 +356,13 @@ class PatternCounter:
         return p
 
     def _learn(
-        self, plans: dict[bytes, Plan], text: str, prepared: str, rule_template: str, template: str
+        self,
+        raw_key: tuple[Any, ...],
+        plans: dict[bytes, Plan],
+        text: str,
+        prepared: str,
+        rule_template: str,
+        template: str,
     ) -> Key | None:
         """Teach the plans what the structural stage masked in `template`; the text's key under them.
 
@@ -356,29 +372,43 @@ class PatternCounter:
         masker = self.ex.masker
         learnt = learn(prepared, rule_template, template)
         if learnt is None:
-            return masker.key_fn(text, plans)
-        toks, (masked, keep, _) = learnt
-        # Under the first two tokens unless the second is a value itself.
-        pk = plan_keys(toks)[1 if 1 in masked else 0]
-        if (masked or keep) and pk not in plans:
-            if len(plans) >= FAST_CACHE_MAX:
-                plans.clear()
-            plans[pk] = learnt[1]
-        while True:  # each round cuts a plan's blanks down or its kept digits up, strictly: it ends
+            # Plans cannot speak for this text (a rule merged tokens): never store under one.
+            k = masker.key_fn(text, plans)
+            return k if isinstance(k, bytes) else None
+        toks, plan, pk = learnt
+        masked, keep, _, numbers = plan
+        cur = plans.get(pk)
+        if cur is None:
+            if masked or keep or numbers:
+                if len(plans) >= FAST_CACHE_MAX:
+                    plans.clear()
+                plans[pk] = plan
+        elif cur != plan and (raw_key, pk) not in self._cut:
+            # Grow a plan that was never cut (the structural stage masks more as it sees more) when this
+            # text may store under the grown one; a plan cut once stays as cut, so that two sub-groups
+            # under one plan key cannot make it swing back and forth.
+            blank0, keep0, _, numbers0 = cur
+            if set(blank0) <= set(masked) and set(numbers0) <= set(numbers) and set(keep0) <= set(keep):
+                plans[pk] = plan
+        # Each round cuts a plan's blanks or collapsed numbers down, or its kept digits up, strictly: it
+        # ends.
+        while True:
             k = masker.key_fn(text, plans)
             if isinstance(k, bytes):
                 return k
-            (blank, kept, _), _ = k
-            if set(blank) <= set(masked) and set(kept) >= set(keep):
+            (blank, kept, _, collapsed), _ = k
+            if set(blank) <= set(masked) and set(kept) >= set(keep) and set(collapsed) <= set(numbers):
                 return k
             for pk in plan_keys(toks):
                 if plans.get(pk) == k[0]:
+                    self._cut.add((raw_key, pk))
                     # the plan applied, so its kept tokens are this text's: their shapes stay right
                     now_kept = tuple(sorted({*kept, *keep}))
                     plans[pk] = (
                         tuple(j for j in blank if j in masked),
                         now_kept,
                         tuple(toks[j] for j in now_kept),
+                        tuple(j for j in collapsed if j in numbers and j not in now_kept),
                     )
                     break
             else:
@@ -440,20 +470,35 @@ class PatternCounter:
         the digit shape of the raw text first (bytes.translate, cheap), then, for the texts that miss,
         their key (typed_values.key: C code when the accelerator is built)."""
         schema = self.ex.schema
+        one_level = self._skip_first > 0
+        if one_level:
+            self._skip_first -= 1
         try:
             keys = [map(get, events) for get in schema.key_getters]
-            if schema.template_field:
+            if one_level:
+                getters = schema.key_getters
+                raw_keys = zip(*[map(get, events) for get in getters], strict=True) if getters else repeat(())
+                plans = map(self._plans.get, raw_keys, repeat(NO_PLANS))
+                shapes: Iterable[Any] = map(self.ex.masker.key_fn, map(schema.raw_template, events), plans)
+            elif schema.template_field:
                 texts = map(str.encode, map(schema.raw_template, events))
-                shapes: Iterable[Any] = map(bytes.translate, texts, repeat(DIGIT_SHAPE))
+                shapes = map(bytes.translate, texts, repeat(DIGIT_SHAPE))
             else:
                 shapes = repeat(UNSET)
             entries = zip(*keys, shapes, strict=False)
-            found = list(map(self._fast.get, entries, repeat(MISS)))
+            found = list(map(self._fast0.get if one_level else self._fast.get, entries, repeat(MISS)))
         except (TypeError, ValueError):  # a template value that is not a string, an unhashable key
             self._block_path_off = BLOCK_PATH_BACKOFF
             return self._count_each(events, True, now)
         tally = Counter(found)
-        if tally.pop(MISS, 0) + tally.pop(EXACT, 0):
+        first_missed = tally[MISS] + tally[EXACT]
+        if not one_level and self._may_skip_first and first_missed * 2 > len(found):
+            self._skip_first = FIRST_LEVEL_SKIP
+        if one_level and tally.pop(MISS, 0) + tally.pop(EXACT, 0):
+            missed = list(compress(events, map(isinstance, found, repeat(_Marker))))
+            found0: list[Any] = [f for f in found if isinstance(f, _Marker)]
+            self._resolve(missed, found0, tally, now)
+        elif tally.pop(MISS, 0) + tally.pop(EXACT, 0):
             # The second level, still in C per event: the few events it misses too run Python.
             missed = list(compress(events, map(isinstance, found, repeat(_Marker))))
             try:
@@ -468,12 +513,7 @@ class PatternCounter:
                 found0 = [MISS] * len(missed)
             tally.update(found0)
             if tally.pop(MISS, 0) + tally.pop(EXACT, 0):
-                fast = self._fast
-                again = map(isinstance, found0, repeat(_Marker))
-                for ev, f in compress(zip(missed, found0, strict=True), again):
-                    k, m = schema.raw_key(ev), schema.raw_template(ev)
-                    p = fast.get((*k, m), MISS) if f is EXACT else MISS
-                    tally[self._lookup(k, m, now) if p is MISS else p] += 1
+                self._resolve(missed, found0, tally, now)
         overflow = tally.pop(None, 0)
         dirty_add = self.dirty.add
         table = self.table
@@ -487,6 +527,16 @@ class PatternCounter:
         self.events_total += len(found)
         self.overflow_count += overflow
         return len(found)
+
+    def _resolve(self, missed: list[Any], found0: list[Any], tally: Counter[Any], now: float) -> None:
+        """The events no cache level had: an exact-only shape by text, the rest by the slow path."""
+        schema = self.ex.schema
+        fast = self._fast
+        again = map(isinstance, found0, repeat(_Marker))
+        for ev, f in compress(zip(missed, found0, strict=True), again):
+            k, m = schema.raw_key(ev), schema.raw_template(ev)
+            p = fast.get((*k, m), MISS) if f is EXACT else MISS
+            tally[self._lookup(k, m, now) if p is MISS else p] += 1
 
     def _count_each(self, items: list[Any], decoded: bool, now: float) -> int:
         """One by one: `items` are lines (a line that does not decode is skipped with its reason) or,

@@ -162,11 +162,18 @@ SENSITIVE = frozenset(
 _WS = re.compile(rb"([ \t\n\r\x0b\x0c]+)")
 _SPLIT_MISMATCH = re.compile("[\x1c-\x1f]")
 _HAS_DIGIT = re.compile("[0-9]")
+# A number as one token: "1049ms", "(845.7ms),", "rows=244304", "62%". Every rule masks the number in it
+# whole, whatever the length of its digit runs (docs/design.md); only a clock-time context (the rules'
+# ":\d\d" gate, for dates such as "Jun 17 07:07:00") reads the length, and no plan collapses there.
+NUMBER = re.compile(rb"[(\[]?(?:[a-z_]+=)?[0-9]+(?:\.[0-9]+)*[A-Za-z%]*[)\],;]*")
+_DIGIT_RUN = re.compile(rb"[0-9]+")
+_CLOCK_HINT = re.compile(":[0-9][0-9]")
 
 # (positions blanked, positions whose digits are kept as they are, the digit shapes of the tokens kept:
 # a plan applies only to texts with these tokens there, so that "key k12" (kept) does not make every
-# "key k3456" (masked) a key of its own)
-Plan = tuple[tuple[int, ...], tuple[int, ...], tuple[bytes, ...]]
+# "key k3456" (masked) a key of its own), and the positions of numbers whose digit runs are each made
+# one 0 (the rules mask a number whole whatever its length: "12ms" and "3456.7ms" share a key)
+Plan = tuple[tuple[int, ...], tuple[int, ...], tuple[bytes, ...], tuple[int, ...]]
 Key = bytes | tuple[Plan, bytes]
 
 
@@ -203,9 +210,10 @@ def apply_plan(raw: bytes, shape: bytes, plans: dict[bytes, Plan]) -> Key:
         plan = plans.get(pk)
         if (
             plan is not None
-            and (plan[0] or plan[1])
+            and (plan[0] or plan[1] or plan[3])
             and all(blankable(toks[j]) for j in plan[0])
             and all(toks[j] == t for j, t in zip(plan[1], plan[2], strict=True))
+            and all(NUMBER.fullmatch(toks[j]) for j in plan[3])
         ):
             if plan[1]:
                 kept = _WS.split(raw)
@@ -213,6 +221,8 @@ def apply_plan(raw: bytes, shape: bytes, plans: dict[bytes, Plan]) -> Key:
                     parts[first + 2 * j] = kept[first + 2 * j]
             for j in plan[0]:
                 parts[first + 2 * j] = BLANK
+            for j in plan[3]:
+                parts[first + 2 * j] = _DIGIT_RUN.sub(b"0", toks[j])
             return plan, b"".join(parts)
     return shape
 
@@ -226,10 +236,10 @@ def key_py(text: str, plans: dict[bytes, Plan]) -> Key:
     return shape
 
 
-def learn(prepared: str, rule_template: str, template: str) -> tuple[list[bytes], Plan] | None:
-    """(tokens, plan) a message teaches: the plain words of its stage-0 text that the structural stage
-    masked in its `template`, and the tokens of `template` that keep a digit; None if plans cannot say
-    anything about it."""
+def learn(prepared: str, rule_template: str, template: str) -> tuple[list[bytes], Plan, bytes] | None:
+    """(tokens, plan, plan key) a message teaches: the plain words of its stage-0 text that the
+    structural stage masked in its `template`, the tokens of `template` that keep a digit, and the
+    numbers the rules masked; None if plans cannot say anything about it."""
     toks = prepared.split()
     n = len(toks)
     if not 2 <= n <= PLAN_MAX_TOKENS:
@@ -243,7 +253,15 @@ def learn(prepared: str, rule_template: str, template: str) -> tuple[list[bytes]
     )
     keep = tuple(j for j in range(n) if _HAS_DIGIT.search(ft[j]))
     shapes = [t.encode().translate(DIGIT_SHAPE) for t in toks]
-    return shapes, (blank, keep, tuple(shapes[j] for j in keep))
+    collapse: tuple[int, ...] = ()
+    if not _CLOCK_HINT.search(prepared):
+        collapse = tuple(
+            j for j in range(1, n) if j not in keep and PLACEHOLDER in rt[j] and NUMBER.fullmatch(shapes[j])
+        )
+    # Under the first two tokens unless the second is a value (masked by a rule or the structural stage,
+    # or holding a digit): then the first token and the count.
+    one = 1 in blank or PLACEHOLDER in rt[1] or _HAS_DIGIT.search(toks[1]) is not None
+    return shapes, (blank, keep, tuple(shapes[j] for j in keep), collapse), plan_keys(shapes)[1 if one else 0]
 
 
 key: Callable[[str, dict[bytes, Plan]], Key] = key_py
