@@ -19,24 +19,62 @@ static const char *SENSITIVE[] = {"ms", "s", "sec", "secs", "second", "seconds",
                                   "by", "on", "at", "to", "in", "with", "for", "via", "user", "unknown", NULL};
 static const char *METHODS[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", NULL};
 
-static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
-static inline int is_lower(unsigned char c) { return c >= 'a' && c <= 'z'; }
-static inline int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
-static inline int is_alpha(unsigned char c) { return is_lower(c) || is_upper(c); }
-static inline int is_alnum(unsigned char c) { return is_alpha(c) || is_digit(c); }
-static inline int is_w(unsigned char c) { return is_alnum(c) || c == '_'; }
-static inline int is_hex(unsigned char c) {
-    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-static inline int is_space(unsigned char c) {  /* \s under re.ASCII, and bytes.split() */
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\x0b' || c == '\x0c';
-}
-static inline int in_set(unsigned char c, const char *set) { return c != 0 && strchr(set, c) != NULL; }
-/* [A-Za-z0-9_] plus the characters of `extra` */
-static inline int w_or(unsigned char c, const char *extra) { return is_w(c) || in_set(c, extra); }
+/* Character types as bits of one table (filled by init_classes): one load per test. */
+enum { T_DIGIT = 1, T_LOWER = 2, T_UPPER = 4, T_HEXLETTER = 8, T_SPACE = 16, T_UNDERSCORE = 32 };
+static unsigned char ctype[256];
 
-static inline int prev_is(const unsigned char *s, Py_ssize_t i, const char *extra) {
-    return i > 0 && w_or(s[i - 1], extra);
+static inline int is_digit(unsigned char c) { return ctype[c] & T_DIGIT; }
+static inline int is_lower(unsigned char c) { return ctype[c] & T_LOWER; }
+static inline int is_upper(unsigned char c) { return ctype[c] & T_UPPER; }
+static inline int is_alpha(unsigned char c) { return ctype[c] & (T_LOWER | T_UPPER); }
+static inline int is_alnum(unsigned char c) { return ctype[c] & (T_DIGIT | T_LOWER | T_UPPER); }
+static inline int is_w(unsigned char c) { return ctype[c] & (T_DIGIT | T_LOWER | T_UPPER | T_UNDERSCORE); }
+static inline int is_hex(unsigned char c) { return ctype[c] & (T_DIGIT | T_HEXLETTER); }
+/* \s under re.ASCII, and bytes.split() */
+static inline int is_space(unsigned char c) { return ctype[c] & T_SPACE; }
+
+/* Character classes as bits of one table (filled by init_classes), for the lookbehind and lookahead
+ * sets of typed_values._STAGE0. */
+enum {
+    C_W = 1,      /* [A-Za-z0-9_] */
+    C_DOT = 2,
+    C_COLON = 4,
+    C_SLASH = 8,
+    C_AT = 16,
+    C_DASH = 32,
+    C_PLUS = 64,
+    C_SEGX = 128, /* not in a path segment: \s and /:,;'"()[]{}<>|= */
+};
+static unsigned char cls[256];
+
+static void init_classes(void) {
+    for (int c = 0; c < 256; c++) {
+        unsigned char t = 0;
+        if (c >= '0' && c <= '9') t |= T_DIGIT;
+        if (c >= 'a' && c <= 'z') t |= T_LOWER;
+        if (c >= 'A' && c <= 'Z') t |= T_UPPER;
+        if ((c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')) t |= T_HEXLETTER;
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\x0b' || c == '\x0c') t |= T_SPACE;
+        if (c == '_') t |= T_UNDERSCORE;
+        ctype[c] = t;
+    }
+    for (int c = 0; c < 256; c++) {
+        unsigned char b = 0;
+        if (is_w((unsigned char)c)) b |= C_W;
+        if (c == '.') b |= C_DOT;
+        if (c == ':') b |= C_COLON;
+        if (c == '/') b |= C_SLASH;
+        if (c == '@') b |= C_AT;
+        if (c == '-') b |= C_DASH;
+        if (c == '+') b |= C_PLUS;
+        if (is_space((unsigned char)c) || (c != 0 && strchr("/:,;'\"()[]{}<>|=", c) != NULL)) b |= C_SEGX;
+        cls[c] = b;
+    }
+}
+
+#define ANY(c, mask) ((cls[(unsigned char)(c)] & (mask)) != 0)
+static inline int prev_is(const unsigned char *s, Py_ssize_t i, unsigned char mask) {
+    return i > 0 && ANY(s[i - 1], mask);
 }
 
 /* --- the alternatives: each returns the end of its match at i, or -1; *keep says the match stays ---- */
@@ -59,7 +97,7 @@ static Py_ssize_t m_quoted(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, i
 
 static Py_ssize_t m_uuid(const unsigned char *s, Py_ssize_t n, Py_ssize_t i) {
     static const int groups[] = {8, 4, 4, 4, 12};
-    if (prev_is(s, i, "")) return -1;
+    if (prev_is(s, i, C_W)) return -1;
     Py_ssize_t j = i;
     for (int g = 0; g < 5; g++) {
         if (g > 0) {
@@ -80,7 +118,7 @@ static Py_ssize_t hex_run(const unsigned char *s, Py_ssize_t n, Py_ssize_t j) {
 }
 
 static Py_ssize_t m_ipv6(const unsigned char *s, Py_ssize_t n, Py_ssize_t i) {
-    if (prev_is(s, i, ":")) return -1;
+    if (prev_is(s, i, C_W | C_COLON)) return -1;
     Py_ssize_t j = i;
     int groups = 0;
     while (groups < 15) {
@@ -93,14 +131,14 @@ static Py_ssize_t m_ipv6(const unsigned char *s, Py_ssize_t n, Py_ssize_t i) {
     Py_ssize_t l = hex_run(s, n, j);
     if (l < 1 || l > 4) return -1;
     j += l;
-    if (j < n && w_or(s[j], ":")) return -1;
+    if (j < n && ANY(s[j], C_W | C_COLON)) return -1;
     return j;
 }
 
 static Py_ssize_t m_email(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, Py_ssize_t *keep_from) {
-    if (prev_is(s, i, ".+/:@-")) return -1;
+    if (prev_is(s, i, C_W | C_DOT | C_PLUS | C_SLASH | C_COLON | C_AT | C_DASH)) return -1;
     Py_ssize_t j = i;
-    while (j < n && w_or(s[j], ".+-")) j++;
+    while (j < n && ANY(s[j], C_W | C_DOT | C_PLUS | C_DASH)) j++;
     if (j == i || j >= n || s[j] != '@') return -1;
     Py_ssize_t d = ++j;
     while (j < n && (is_alnum(s[j]) || s[j] == '.' || s[j] == '-')) j++;
@@ -129,12 +167,10 @@ static Py_ssize_t m_email(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, Py
     return j;
 }
 
-static inline int seg_char(unsigned char c) {
-    return !is_space(c) && !in_set(c, "/:,;'\"()[]{}<>|=");
-}
+static inline int seg_char(unsigned char c) { return !ANY(c, C_SEGX); }
 
 static Py_ssize_t m_path(const unsigned char *s, Py_ssize_t n, Py_ssize_t i) {
-    if (prev_is(s, i, "./:-")) return -1;
+    if (prev_is(s, i, C_W | C_DOT | C_SLASH | C_COLON | C_DASH)) return -1;
     Py_ssize_t j = i;
     if (s[j] == '.') {
         if (j + 1 < n && s[j + 1] == '/') j += 1;
@@ -181,7 +217,7 @@ static Py_ssize_t m_relpath(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, 
 }
 
 static Py_ssize_t m_relpath_match(const unsigned char *s, Py_ssize_t n, Py_ssize_t i) {
-    if (prev_is(s, i, ".:/@-")) return -1;
+    if (prev_is(s, i, C_W | C_DOT | C_COLON | C_SLASH | C_AT | C_DASH)) return -1;
     Py_ssize_t j = i;
     while (j < n && rel_char(s[j])) j++;
     if (j == i) return -1;
@@ -195,9 +231,9 @@ static Py_ssize_t m_relpath_match(const unsigned char *s, Py_ssize_t n, Py_ssize
     }
     if (iters < 2) return -1;
     if (j < n && s[j] == '/') {
-        if (!(j + 1 < n && w_or(s[j + 1], ".:/@-"))) return j + 1;
+        if (!(j + 1 < n && ANY(s[j + 1], C_W | C_DOT | C_COLON | C_SLASH | C_AT | C_DASH))) return j + 1;
     }
-    if (j < n && w_or(s[j], ".:/@-")) return -1;
+    if (j < n && ANY(s[j], C_W | C_DOT | C_COLON | C_SLASH | C_AT | C_DASH)) return -1;
     return j;
 }
 
@@ -257,11 +293,11 @@ static int word_is_id(const unsigned char *s, Py_ssize_t n, Py_ssize_t a, Py_ssi
 }
 
 static Py_ssize_t m_word(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, int *keep) {
-    if (prev_is(s, i, ".:/@-")) return -1;
+    if (prev_is(s, i, C_W | C_DOT | C_COLON | C_SLASH | C_AT | C_DASH)) return -1;
     Py_ssize_t j = i;
     while (j < n && is_w(s[j])) j++;
     if (j - i < 10) return -1;
-    if (j < n && w_or(s[j], ".:/@-")) return -1;
+    if (j < n && ANY(s[j], C_W | C_DOT | C_COLON | C_SLASH | C_AT | C_DASH)) return -1;
     *keep = !word_is_id(s, n, i, j);
     return j;
 }
@@ -269,7 +305,7 @@ static Py_ssize_t m_word(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, int
 static inline int lower_alnum(unsigned char c) { return is_lower(c) || is_digit(c); }
 
 static Py_ssize_t m_dashed(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, int *keep) {
-    if (prev_is(s, i, ".-")) return -1;
+    if (prev_is(s, i, C_W | C_DOT | C_DASH)) return -1;
     Py_ssize_t j = i;
     while (j < n && lower_alnum(s[j])) j++;
     if (j == i) return -1;
@@ -285,7 +321,7 @@ static Py_ssize_t m_dashed(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, i
         iters++;
     }
     if (iters < 2) return -1;
-    if (j < n && w_or(s[j], ".-")) return -1;
+    if (j < n && ANY(s[j], C_W | C_DOT | C_DASH)) return -1;
     /* _pod: the second-to-last part 6-10 lower-case hex digits, the last 5 characters */
     Py_ssize_t hash_len = (last_start - 1) - prev_start;
     int pod = hash_len >= 6 && hash_len <= 10 && (j - last_start) == 5;
@@ -317,6 +353,18 @@ static Py_ssize_t stage0(const unsigned char *s, Py_ssize_t n, unsigned char *ou
             out[o++] = c;
             i++;
             continue;
+        } else if (is_w(c)) {
+            /* A word shorter than 10 followed by none of . : / @ - + starts no match: a UUID, an IPv6
+             * group, an email's local part, a relative path and a dashed name each need one of those
+             * right after their first word, and an id 10 word characters. Copy it whole. */
+            Py_ssize_t e = i + 1;
+            while (e < n && is_w(s[e])) e++;
+            if (e - i < 10 && (e == n || !ANY(s[e], C_DOT | C_COLON | C_SLASH | C_AT | C_DASH | C_PLUS))) {
+                memcpy(out + o, s + i, (size_t)(e - i));
+                o += e - i;
+                i = e;
+                continue;
+            }
         }
         if (end < 0 && is_hex(c)) {
             if (has_dash) end = m_uuid(s, n, i);
@@ -369,8 +417,9 @@ static int blankable(const unsigned char *t, Py_ssize_t len) {
     if (len <= 0 || len > 64 || !is_lower(t[0])) return 0;
     for (Py_ssize_t k = 0; k < len; k++)
         if (!(is_lower(t[k]) || t[k] == '_' || t[k] == '.' || t[k] == '-')) return 0;
+    if (len > 7) return 1; /* longer than every word of SENSITIVE */
     for (const char **w = SENSITIVE; *w; w++)
-        if ((Py_ssize_t)strlen(*w) == len && memcmp(*w, t, (size_t)len) == 0) return 0;
+        if ((*w)[0] == t[0] && (Py_ssize_t)strlen(*w) == len && memcmp(*w, t, (size_t)len) == 0) return 0;
     return 1;
 }
 
@@ -432,6 +481,19 @@ static PyObject *find_plan(PyObject *plans, const char *key, Py_ssize_t keylen, 
     return plan;
 }
 
+/* " <n>" as b" %d" % n writes it; returns its length */
+static Py_ssize_t format_count(char *out, Py_ssize_t n) {
+    char digits[24];
+    int d = 0;
+    do {
+        digits[d++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    out[0] = ' ';
+    for (int k = 0; k < d; k++) out[1 + k] = digits[d - 1 - k];
+    return 1 + d;
+}
+
 /* the plan's key for these tokens, or NULL: with `two`, the first two tokens and the count */
 static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned char *shape, Py_ssize_t len,
                          const Py_ssize_t *ts, const Py_ssize_t *te, Py_ssize_t ntok) {
@@ -448,7 +510,7 @@ static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned cha
             memcpy(buf + kl, shape + ts[1], (size_t)l1);
             kl += l1;
         }
-        kl += snprintf(buf + kl, 32, " %zd", ntok);
+        kl += format_count(buf + kl, ntok);
         plan = find_plan(plans, buf, kl, shape, ts, te, ntok);
         if (plan == NULL && PyErr_Occurred()) break;
     }
@@ -574,4 +636,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_stage0", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__stage0(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__stage0(void) {
+    init_classes();
+    return PyModule_Create(&module);
+}

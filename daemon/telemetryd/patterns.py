@@ -347,7 +347,7 @@ class PatternCounter:
             if key0 is not None:
                 # Under a plan, the digits of the template are in kept tokens (_learn sees to it).
                 ok = shared if isinstance(key0, bytes) else ex.masker.digits_are_one_class(prepared)
-                self._fast0[(*raw_key, key0)] = p if ok else EXACT
+                self._fast0[(raw_key, key0)] = p if ok else EXACT
             if not shared:
                 fast[(*raw_key, text)] = p  # an EXACT shape's texts are looked up one by one
         elif raw_tpl is UNSET:
@@ -474,46 +474,36 @@ class PatternCounter:
         if one_level:
             self._skip_first -= 1
         try:
-            keys = [map(get, events) for get in schema.key_getters]
             if one_level:
-                getters = schema.key_getters
-                raw_keys = zip(*[map(get, events) for get in getters], strict=True) if getters else repeat(())
-                plans = map(self._plans.get, raw_keys, repeat(NO_PLANS))
-                shapes: Iterable[Any] = map(self.ex.masker.key_fn, map(schema.raw_template, events), plans)
-            elif schema.template_field:
-                texts = map(str.encode, map(schema.raw_template, events))
-                shapes = map(bytes.translate, texts, repeat(DIGIT_SHAPE))
+                found = self._second_level(events)
             else:
-                shapes = repeat(UNSET)
-            entries = zip(*keys, shapes, strict=False)
-            found = list(map(self._fast0.get if one_level else self._fast.get, entries, repeat(MISS)))
+                keys = [map(get, events) for get in schema.key_getters]
+                if schema.template_field:
+                    texts = map(str.encode, map(schema.raw_template, events))
+                    shapes: Iterable[Any] = map(bytes.translate, texts, repeat(DIGIT_SHAPE))
+                else:
+                    shapes = repeat(UNSET)
+                found = list(map(self._fast.get, zip(*keys, shapes, strict=False), repeat(MISS)))
         except (TypeError, ValueError):  # a template value that is not a string, an unhashable key
             self._block_path_off = BLOCK_PATH_BACKOFF
             return self._count_each(events, True, now)
         tally = Counter(found)
-        first_missed = tally[MISS] + tally[EXACT]
-        if not one_level and self._may_skip_first and first_missed * 2 > len(found):
-            self._skip_first = FIRST_LEVEL_SKIP
-        if one_level and tally.pop(MISS, 0) + tally.pop(EXACT, 0):
+        if tally.pop(MISS, 0) + tally.pop(EXACT, 0):
             missed = list(compress(events, map(isinstance, found, repeat(_Marker))))
-            found0: list[Any] = [f for f in found if isinstance(f, _Marker)]
+            if one_level:
+                found0: list[Any] = [f for f in found if isinstance(f, _Marker)]
+            else:
+                if self._may_skip_first and len(missed) * 2 > len(found):
+                    self._skip_first = FIRST_LEVEL_SKIP
+                # The second level, still in C per event: the few events it misses too run Python.
+                try:
+                    found0 = self._second_level(missed)
+                except (TypeError, ValueError):
+                    found0 = [MISS] * len(missed)
+                tally.update(found0)
+                tally.pop(MISS, 0)
+                tally.pop(EXACT, 0)
             self._resolve(missed, found0, tally, now)
-        elif tally.pop(MISS, 0) + tally.pop(EXACT, 0):
-            # The second level, still in C per event: the few events it misses too run Python.
-            missed = list(compress(events, map(isinstance, found, repeat(_Marker))))
-            try:
-                getters = schema.key_getters
-                # (zip() of no key fields would be empty, not a () per event)
-                raw_keys = zip(*[map(get, missed) for get in getters], strict=True) if getters else repeat(())
-                plans = map(self._plans.get, raw_keys, repeat(NO_PLANS))
-                shapes0 = map(self.ex.masker.key_fn, map(schema.raw_template, missed), plans)
-                keys0 = zip(*[map(get, missed) for get in schema.key_getters], shapes0, strict=True)
-                found0 = list(map(self._fast0.get, keys0, repeat(MISS)))
-            except (TypeError, ValueError):
-                found0 = [MISS] * len(missed)
-            tally.update(found0)
-            if tally.pop(MISS, 0) + tally.pop(EXACT, 0):
-                self._resolve(missed, found0, tally, now)
         overflow = tally.pop(None, 0)
         dirty_add = self.dirty.add
         table = self.table
@@ -527,6 +517,18 @@ class PatternCounter:
         self.events_total += len(found)
         self.overflow_count += overflow
         return len(found)
+
+    def _second_level(self, events: list[Any]) -> list[Any]:
+        """The second level's entry of each event (or MISS): by (raw key values, typed_values.key)."""
+        schema = self.ex.schema
+        getters = schema.key_getters
+        # (zip() of no key fields would be empty, not a () per event)
+        raw_keys = (
+            list(zip(*[map(get, events) for get in getters], strict=True)) if getters else [()] * len(events)
+        )
+        plans = map(self._plans.get, raw_keys, repeat(NO_PLANS))
+        shapes = map(self.ex.masker.key_fn, map(schema.raw_template, events), plans)
+        return list(map(self._fast0.get, zip(raw_keys, shapes, strict=True), repeat(MISS)))
 
     def _resolve(self, missed: list[Any], found0: list[Any], tally: Counter[Any], now: float) -> None:
         """The events no cache level had: an exact-only shape by text, the rest by the slow path."""
