@@ -49,6 +49,8 @@ def test_make_test_builds_the_accelerator() -> None:
         ("FbKIYKLONVUEQkufZpH=1", "FbKIYKLONVUEQkufZpH=1"),
         ("pod web-7d4b9c8f6-x2x9z restarted", "pod <*> restarted"),
         ("host db-replica-07 down", "host db-replica-07 down"),
+        ("upstream api-7.svc.cluster.local:443 slow", "upstream <*>:443 slow"),
+        ("see e.g. x.py and foo.com=1", "see e.g. x.py and foo.com=1"),
     ],
 )
 def test_stage0_rules(text: str, stage0: str) -> None:

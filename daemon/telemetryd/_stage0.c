@@ -9,6 +9,12 @@
 #include <string.h>
 
 static PyObject *fallback = NULL;
+/* typed_values.GTLDS, NOT_TLDS, FILE_EXTS, as configure() hands them over (lower case) */
+typedef struct {
+    char **words;
+    Py_ssize_t n;
+} wordlist;
+static wordlist gtlds, not_tlds, file_exts;
 static Py_ssize_t max_chars = 1024;
 static Py_ssize_t max_tokens = 64;
 
@@ -331,6 +337,52 @@ static Py_ssize_t m_dashed(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, i
     return j;
 }
 
+static int in_words(const wordlist *w, const unsigned char *t, Py_ssize_t len) {
+    for (Py_ssize_t k = 0; k < w->n; k++)
+        if ((Py_ssize_t)strlen(w->words[k]) == len && memcmp(w->words[k], t, (size_t)len) == 0) return 1;
+    return 0;
+}
+
+/* typed_values.is_hostname on s[a:b] (ASCII letters, digits, '-' and '.') */
+static int is_hostname(const unsigned char *s, Py_ssize_t a, Py_ssize_t b) {
+    int labels = 1;
+    Py_ssize_t last = a;
+    for (Py_ssize_t k = a; k < b; k++) {
+        if (s[k] == '.') {
+            if (k == last) return 0;
+            labels++;
+            last = k + 1;
+        }
+    }
+    if (last == b || labels < 2) return 0;
+    unsigned char tld[64];
+    Py_ssize_t len = b - last;
+    if (len > (Py_ssize_t)sizeof(tld)) return 0; /* longer than any listed ending, and not 2 */
+    for (Py_ssize_t k = 0; k < len; k++) tld[k] = is_upper(s[last + k]) ? (unsigned char)(s[last + k] + 32) : s[last + k];
+    if (in_words(&gtlds, tld, len)) return 1;
+    if (len != 2 || !is_alpha(tld[0]) || !is_alpha(tld[1]) || in_words(&not_tlds, tld, len)) return 0;
+    return labels >= 3 || !in_words(&file_exts, tld, len);
+}
+
+static inline int label_char(unsigned char c) { return is_alnum(c) || c == '-'; }
+
+static Py_ssize_t m_host(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, int *keep) {
+    if (prev_is(s, i, C_W | C_DOT | C_AT | C_SLASH | C_COLON | C_DASH)) return -1;
+    if (!is_alnum(s[i])) return -1;
+    Py_ssize_t j = i + 1;
+    while (j < n && label_char(s[j])) j++;
+    int labels = 0;
+    while (j + 1 < n && s[j] == '.' && label_char(s[j + 1])) {
+        j++;
+        while (j < n && label_char(s[j])) j++;
+        labels++;
+    }
+    if (labels == 0) return -1;
+    if (j < n && (is_w(s[j]) || s[j] == '@' || s[j] == '/' || s[j] == '=' || s[j] == '-')) return -1;
+    *keep = !is_hostname(s, i, j);
+    return j;
+}
+
 /* stage 0 of s[0:n] into out (room for 2n+16); returns the length written. Each alternative needs a
  * character of its own in its match ('"', '-' or ':', '@', '/'): a text without it skips the
  * alternative; and only '"' may start a match right after a word character. */
@@ -340,6 +392,7 @@ static Py_ssize_t stage0(const unsigned char *s, Py_ssize_t n, unsigned char *ou
     const int has_colon = memchr(s, ':', (size_t)n) != NULL;
     const int has_at = memchr(s, '@', (size_t)n) != NULL;
     const int has_slash = memchr(s, '/', (size_t)n) != NULL;
+    const int has_dot = memchr(s, '.', (size_t)n) != NULL;
     Py_ssize_t i = 0, o = 0;
     while (i < n) {
         int keep = 0;
@@ -396,6 +449,7 @@ static Py_ssize_t stage0(const unsigned char *s, Py_ssize_t n, unsigned char *ou
         }
         if (end < 0 && is_w(c)) end = m_word(s, n, i, &keep);
         if (end < 0 && has_dash && lower_alnum(c)) end = m_dashed(s, n, i, &keep);
+        if (end < 0 && has_dot && is_alnum(c)) end = m_host(s, n, i, &keep);
         if (end < 0) {
             out[o++] = c;
             i++;
@@ -613,14 +667,44 @@ done:
     return result;
 }
 
+static int take_words(PyObject *seq, wordlist *w) {
+    PyObject *fast = PySequence_Fast(seq, "a word list must be a sequence of str");
+    if (fast == NULL) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    char **words = PyMem_Calloc((size_t)n + 1, sizeof(char *));
+    if (words == NULL) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const char *u = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(fast, k));
+        if (u == NULL || (words[k] = PyMem_Malloc(strlen(u) + 1)) == NULL) {
+            for (Py_ssize_t m = 0; m < k; m++) PyMem_Free(words[m]);
+            PyMem_Free(words);
+            Py_DECREF(fast);
+            if (!PyErr_Occurred()) PyErr_NoMemory();
+            return -1;
+        }
+        strcpy(words[k], u);
+    }
+    Py_DECREF(fast);
+    for (Py_ssize_t k = 0; k < w->n; k++) PyMem_Free(w->words[k]);
+    PyMem_Free(w->words);
+    w->words = words;
+    w->n = n;
+    return 0;
+}
+
 static PyObject *configure(PyObject *self, PyObject *args) {
-    PyObject *fn;
+    PyObject *fn, *g, *nt, *fe;
     Py_ssize_t chars, tokens;
-    if (!PyArg_ParseTuple(args, "Onn", &fn, &chars, &tokens)) return NULL;
+    if (!PyArg_ParseTuple(args, "OnnOOO", &fn, &chars, &tokens, &g, &nt, &fe)) return NULL;
     if (tokens > MAXTOK) {
         PyErr_SetString(PyExc_ValueError, "too many tokens for a plan");
         return NULL;
     }
+    if (take_words(g, &gtlds) < 0 || take_words(nt, &not_tlds) < 0 || take_words(fe, &file_exts) < 0) return NULL;
     Py_XINCREF(fn);
     Py_XSETREF(fallback, fn);
     max_chars = chars;
@@ -630,7 +714,8 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"key", (PyCFunction)(void (*)(void))key, METH_FASTCALL, "typed_values.key_py, for ASCII text"},
-    {"configure", configure, METH_VARARGS, "configure(fallback, max_chars, max_tokens)"},
+    {"configure", configure, METH_VARARGS,
+     "configure(fallback, max_chars, max_tokens, gtlds, not_tlds, file_exts)"},
     {NULL, NULL, 0, NULL},
 };
 

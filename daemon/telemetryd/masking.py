@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from . import typed_values
-from .typed_values import Key, Plan, prefixed_id, random_id
+from .typed_values import Key, Plan, is_hostname, prefixed_id, random_id
 
 RULESET_VERSION = "3"
 PLACEHOLDER = "<*>"
@@ -106,13 +106,6 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-_GTLDS = _words(
-    "com net org edu gov mil int info biz name pro asia mobi tel travel aero coop jobs museum app dev "
-    "cloud online site tech xyz top club shop live local lan localdomain internal arpa corp home"
-)
-# Two-letter endings that are more often words or file extensions than country codes.
-_NOT_TLDS = _words("id in is it to at no do go so me my py rs js ts sh rb cs md gz xz db cc hh pm ps")
-_FILE_EXTS = _words("pl mk am ac el ml hs vb fs")
 # Well-known names that look like values to the digit rules.
 _NAMES = _words(
     "sha224 sha256 sha384 sha512 sha3-256 sha3-512 x86_64 i386 i486 i586 i686 utf-8 utf-16 utf-32 "
@@ -162,18 +155,6 @@ def _is_var_word(w: str) -> bool:
     return bool(_DIGITRUN3.search(w) or _DIGITGROUPS2.search(w) or _HEXWORD.fullmatch(w))
 
 
-def _is_hostname(name: str) -> bool:
-    labels = name.split(".")
-    if len(labels) < 2 or not all(labels):
-        return False
-    tld = labels[-1].lower()
-    if tld in _GTLDS:
-        return True
-    if len(tld) != 2 or not tld.isalpha() or tld in _NOT_TLDS:
-        return False
-    return len(labels) >= 3 or tld not in _FILE_EXTS
-
-
 def _mask_piece(piece: str, following: str) -> str:
     """Mask one run of word characters, dots and hyphens; `following` is the next part of the token."""
     if following == "=" and piece[0].isalpha():
@@ -185,7 +166,7 @@ def _mask_piece(piece: str, following: str) -> str:
     trail = piece[len(piece.rstrip(".-")) :]
     if lead == "-" and core[0].isdigit():
         lead, core = "", "-" + core
-    if _is_hostname(core) or ("-" in core and _POD.fullmatch(core)):
+    if is_hostname(core) or ("-" in core and _POD.fullmatch(core)):
         return lead + _P + trail
     if core[0] == "-" or core[0].isdigit():
         body = core[1:] if core[0] == "-" else core

@@ -48,6 +48,9 @@ _STAGE0 = re.compile(
             r"(?<![A-Za-z0-9_.:/@-])(?P<word>[A-Za-z0-9_]{10,}+)(?![A-Za-z0-9_.:/@-])",
             # lower-case words joined by hyphens; `_pod` picks out <workload>-<hash>-<5 chars>
             r"(?<![A-Za-z0-9_.-])(?P<dashed>[a-z0-9]++(?:-[a-z0-9]++){2,}+)(?![A-Za-z0-9_.-])",
+            # labels joined by dots; `is_hostname` picks out host names (the token rules' own test, so a
+            # name masked here is one they would mask); not the key of key=value
+            r"(?<![A-Za-z0-9_.@/:-])(?P<host>[A-Za-z0-9][A-Za-z0-9-]*+(?:\.[A-Za-z0-9-]++)++)(?![A-Za-z0-9_@/=-])",
         )
     ),
     re.ASCII,
@@ -108,6 +111,31 @@ def _pod(text: str) -> bool:
     return 6 <= len(hashpart) <= 10 and lower_hex and len(parts[-1]) == 5
 
 
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+GTLDS = _words(
+    "com net org edu gov mil int info biz name pro asia mobi tel travel aero coop jobs museum app dev "
+    "cloud online site tech xyz top club shop live local lan localdomain internal arpa corp home"
+)
+# Two-letter endings that are more often words or file extensions than country codes.
+NOT_TLDS = _words("id in is it to at no do go so me my py rs js ts sh rb cs md gz xz db cc hh pm ps")
+FILE_EXTS = _words("pl mk am ac el ml hs vb fs")
+
+
+def is_hostname(name: str) -> bool:
+    labels = name.split(".")
+    if len(labels) < 2 or not all(labels):
+        return False
+    tld = labels[-1].lower()
+    if tld in GTLDS:
+        return True
+    if len(tld) != 2 or not tld.isalpha() or tld in NOT_TLDS:
+        return False
+    return len(labels) >= 3 or tld not in FILE_EXTS
+
+
 def _relpath(text: str) -> bool:
     """A path of ids, not of words: a digit in it, or a part of 8+ hex digits (``ab/cd/deadbeefaa``)."""
     if any(c in _DIGITS for c in text):
@@ -129,6 +157,8 @@ def _replace(m: re.Match[str]) -> str:
         return _P if _pod(text) else text
     if kind == "relpath":
         return _P if _relpath(text) else text
+    if kind == "host":
+        return _P if is_hostname(text) else text
     return _P
 
 
@@ -271,6 +301,8 @@ try:
 except ImportError:  # no compiler where it was installed: the pure pass is the same, only slower
     pass
 else:
-    _stage0.configure(key_py, PLAN_MAX_CHARS, PLAN_MAX_TOKENS)
+    _stage0.configure(
+        key_py, PLAN_MAX_CHARS, PLAN_MAX_TOKENS, sorted(GTLDS), sorted(NOT_TLDS), sorted(FILE_EXTS)
+    )
     key = _stage0.key
     ACCELERATED = True
