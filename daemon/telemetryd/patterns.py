@@ -534,10 +534,22 @@ class PatternCounter:
         """The events no cache level had: an exact-only shape by text, the rest by the slow path."""
         schema = self.ex.schema
         fast = self._fast
+        fast0 = self._fast0
+        key_fn = self.ex.masker.key_fn
+        plans = self._plans
         again = map(isinstance, found0, repeat(_Marker))
         for ev, f in compress(zip(missed, found0, strict=True), again):
             k, m = schema.raw_key(ev), schema.raw_template(ev)
             p = fast.get((*k, m), MISS) if f is EXACT else MISS
+            if p is MISS and type(m) is str:
+                # An earlier event of this block may have taught the entry (or the plan) since the
+                # block was looked up: a block of one message's first thousand lines is one slow path.
+                try:
+                    p = fast0.get((k, key_fn(m, plans.get(k, NO_PLANS))), MISS)
+                except (TypeError, ValueError):  # an unhashable key value; a lone surrogate
+                    p = MISS
+                if p is EXACT:
+                    p = MISS
             tally[self._lookup(k, m, now) if p is MISS else p] += 1
 
     def _count_each(self, items: list[Any], decoded: bool, now: float) -> int:
