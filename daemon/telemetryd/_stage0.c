@@ -498,41 +498,51 @@ static int is_number(const unsigned char *t, Py_ssize_t len) {
 
 /* plans[key] if it is a plan that applies to these tokens (a new reference), else NULL (no error) or
  * NULL with an error set */
-static PyObject *find_plan(PyObject *plans, const char *key, Py_ssize_t keylen, const unsigned char *shape,
-                           const Py_ssize_t *ts, const Py_ssize_t *te, Py_ssize_t ntok) {
+/* typed_values.select_plan for one plan key: 1 and the positions it blanks, keeps and collapses in
+ * this text (as flags, 1 blank, 2 keep, 3 collapse) if plans[key] applies; 0 if not; -1 on error */
+static int find_plan(PyObject *plans, const char *key, Py_ssize_t keylen, const unsigned char *shape,
+                     const Py_ssize_t *ts, const Py_ssize_t *te, Py_ssize_t ntok, char *flag) {
     PyObject *k = PyBytes_FromStringAndSize(key, keylen);
-    if (k == NULL) return NULL;
+    if (k == NULL) return -1;
     PyObject *plan = PyDict_GetItemWithError(plans, k);
     Py_DECREF(k);
-    if (plan == NULL) return NULL;
-    if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 4) return NULL;
+    if (plan == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 4) return 0;
     PyObject *blank = PyTuple_GET_ITEM(plan, 0), *kept = PyTuple_GET_ITEM(plan, 1);
     PyObject *kept_shapes = PyTuple_GET_ITEM(plan, 2), *numbers = PyTuple_GET_ITEM(plan, 3);
     if (!PyTuple_Check(blank) || !PyTuple_Check(kept) || !PyTuple_Check(kept_shapes) || !PyTuple_Check(numbers))
-        return NULL;
-    if (PyTuple_GET_SIZE(kept) != PyTuple_GET_SIZE(kept_shapes)) return NULL;
-    if (PyTuple_GET_SIZE(blank) == 0 && PyTuple_GET_SIZE(kept) == 0 && PyTuple_GET_SIZE(numbers) == 0) return NULL;
-    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(numbers); b++) {
-        Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(numbers, b));
-        if (j == -1 && PyErr_Occurred()) return NULL;
-        if (j < 0 || j >= ntok || !is_number(shape + ts[j], te[j] - ts[j])) return NULL;
-    }
-    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(blank); b++) {
-        Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(blank, b));
-        if (j == -1 && PyErr_Occurred()) return NULL;
-        if (j < 0 || j >= ntok || !blankable(shape + ts[j], te[j] - ts[j])) return NULL;
-    }
+        return 0;
+    if (PyTuple_GET_SIZE(kept) != PyTuple_GET_SIZE(kept_shapes)) return 0;
+    memset(flag, 0, (size_t)ntok);
+    int any = 0;
     for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(kept); b++) {
         Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(kept, b));
-        if (j == -1 && PyErr_Occurred()) return NULL;
-        if (j < 0 || j >= ntok) return NULL;
+        if (j == -1 && PyErr_Occurred()) return -1;
+        if (j < 0 || j >= ntok) return 0;
         PyObject *want = PyTuple_GET_ITEM(kept_shapes, b);
         if (!PyBytes_Check(want) || PyBytes_GET_SIZE(want) != te[j] - ts[j] ||
             memcmp(PyBytes_AS_STRING(want), shape + ts[j], (size_t)(te[j] - ts[j])) != 0)
-            return NULL;
+            return 0;
+        flag[j] = 2;
+        any = 1;
     }
-    Py_INCREF(plan);
-    return plan;
+    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(blank); b++) {
+        Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(blank, b));
+        if (j == -1 && PyErr_Occurred()) return -1;
+        if (j >= 0 && j < ntok && blankable(shape + ts[j], te[j] - ts[j])) {
+            flag[j] = 1;
+            any = 1;
+        }
+    }
+    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(numbers); b++) {
+        Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(numbers, b));
+        if (j == -1 && PyErr_Occurred()) return -1;
+        if (j >= 0 && j < ntok && is_number(shape + ts[j], te[j] - ts[j])) {
+            flag[j] = 3;
+            any = 1;
+        }
+    }
+    return any;
 }
 
 /* " <n>" as b" %d" % n writes it; returns its length */
@@ -548,15 +558,23 @@ static Py_ssize_t format_count(char *out, Py_ssize_t n) {
     return 1 + d;
 }
 
-/* the plan's key for these tokens, or NULL: with `two`, the first two tokens and the count */
+static void put_mask(char *out, const char *flag, Py_ssize_t ntok, char which) {
+    unsigned long long m = 0;
+    for (Py_ssize_t j = 0; j < ntok && j < 64; j++)
+        if (flag[j] == which) m |= 1ULL << j;
+    for (int k = 0; k < 8; k++) out[k] = (char)((m >> (8 * k)) & 0xff);
+}
+
+/* the key under the plan that applies (typed_values.apply_plan), or NULL: no plan (no error set) */
 static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned char *shape, Py_ssize_t len,
                          const Py_ssize_t *ts, const Py_ssize_t *te, Py_ssize_t ntok) {
     Py_ssize_t l0 = te[0] - ts[0], l1 = te[1] - ts[1];
     char small[256];
     char *buf = (l0 + l1 + 32 <= (Py_ssize_t)sizeof(small)) ? small : PyMem_Malloc((size_t)(l0 + l1 + 32));
     if (buf == NULL) return PyErr_NoMemory();
-    PyObject *plan = NULL;
-    for (int two = 1; two >= 0 && plan == NULL; two--) {
+    char flag[MAXTOK];
+    int found = 0;
+    for (int two = 1; two >= 0 && found == 0; two--) {
         Py_ssize_t kl = l0;
         memcpy(buf, shape + ts[0], (size_t)l0);
         if (two) {
@@ -565,27 +583,18 @@ static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned cha
             kl += l1;
         }
         kl += format_count(buf + kl, ntok);
-        plan = find_plan(plans, buf, kl, shape, ts, te, ntok);
-        if (plan == NULL && PyErr_Occurred()) break;
+        found = find_plan(plans, buf, kl, shape, ts, te, ntok, flag);
     }
     if (buf != small) PyMem_Free(buf);
-    if (plan == NULL) return NULL;
-    /* build: blanked tokens become one NUL byte, kept tokens keep their digits */
-    char flag[MAXTOK];
-    memset(flag, 0, sizeof(flag));
-    PyObject *blank = PyTuple_GET_ITEM(plan, 0), *kept = PyTuple_GET_ITEM(plan, 1);
-    PyObject *numbers = PyTuple_GET_ITEM(plan, 3);
-    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(numbers); b++)
-        flag[PyLong_AsSsize_t(PyTuple_GET_ITEM(numbers, b))] = 3;
-    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(kept); b++) flag[PyLong_AsSsize_t(PyTuple_GET_ITEM(kept, b))] = 2;
-    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(blank); b++) flag[PyLong_AsSsize_t(PyTuple_GET_ITEM(blank, b))] = 1;
-    PyObject *res = PyBytes_FromStringAndSize(NULL, len);
-    if (res == NULL) {
-        Py_DECREF(plan);
-        return NULL;
-    }
+    if (found <= 0) return NULL;
+    PyObject *res = PyBytes_FromStringAndSize(NULL, len + 25);
+    if (res == NULL) return NULL;
     char *r = PyBytes_AS_STRING(res);
-    Py_ssize_t o = 0, prev = 0;
+    r[0] = (char)0xff;
+    put_mask(r + 1, flag, ntok, 1);
+    put_mask(r + 9, flag, ntok, 2);
+    put_mask(r + 17, flag, ntok, 3);
+    Py_ssize_t o = 25, prev = 0;
     for (Py_ssize_t j = 0; j < ntok; j++) {
         memcpy(r + o, shape + prev, (size_t)(ts[j] - prev));
         o += ts[j] - prev;
@@ -604,14 +613,8 @@ static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned cha
     }
     memcpy(r + o, shape + prev, (size_t)(len - prev));
     o += len - prev;
-    if (_PyBytes_Resize(&res, o) < 0) {
-        Py_DECREF(plan);
-        return NULL;
-    }
-    PyObject *out = PyTuple_Pack(2, plan, res);
-    Py_DECREF(plan);
-    Py_DECREF(res);
-    return out;
+    if (_PyBytes_Resize(&res, o) < 0) return NULL;
+    return res;
 }
 
 static PyObject *key(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {

@@ -26,7 +26,7 @@ from .masking import DIGIT_SHAPE, RULESET_VERSION, Masker
 # PatternState is a committed record: it lives in records.py (the bottom layer) since issue 14.
 from .records import PatternState as PatternState
 from .structure import VARIABLE_AT, GroupKey, Structure
-from .typed_values import ACCELERATED, Key, Plan, learn, plan_keys, plannable
+from .typed_values import ACCELERATED, Key, Plan, learn, plannable, select_plan
 
 EXAMPLE_MAX_CHARS = 1024
 # Bounds of the hot-path caches: unique messages (ids, timestamps in text) would otherwise grow them
@@ -346,7 +346,7 @@ class PatternCounter:
                 key0 = self._learn(raw_key, plans, text, prepared, tpl, final)
             if key0 is not None:
                 # Under a plan, the digits of the template are in kept tokens (_learn sees to it).
-                ok = shared if isinstance(key0, bytes) else ex.masker.digits_are_one_class(prepared)
+                ok = shared if key0[:1] != b"\xff" else ex.masker.digits_are_one_class(prepared)
                 self._fast0[(raw_key, key0)] = p if ok else EXACT
             if not shared:
                 fast[(*raw_key, text)] = p  # an EXACT shape's texts are looked up one by one
@@ -374,7 +374,7 @@ class PatternCounter:
         if learnt is None:
             # Plans cannot speak for this text (a rule merged tokens): never store under one.
             k = masker.key_fn(text, plans)
-            return k if isinstance(k, bytes) else None
+            return None if k[:1] == b"\xff" else k
         toks, plan, pk = learnt
         masked, keep, _, numbers = plan
         cur = plans.get(pk)
@@ -390,29 +390,24 @@ class PatternCounter:
             blank0, keep0, _, numbers0 = cur
             if set(blank0) <= set(masked) and set(numbers0) <= set(numbers) and set(keep0) <= set(keep):
                 plans[pk] = plan
-        # Each round cuts a plan's blanks or collapsed numbers down, or its kept digits up, strictly: it
+        # Each round cuts the plan that applies down to what this text may store under (its blanks and
+        # collapsed numbers to what it masked, its kept digits up to what it keeps): strictly, so it
         # ends.
         while True:
-            k = masker.key_fn(text, plans)
-            if isinstance(k, bytes):
-                return k
-            (blank, kept, _, collapsed), _ = k
-            if set(blank) <= set(masked) and set(kept) >= set(keep) and set(collapsed) <= set(numbers):
-                return k
-            for pk in plan_keys(toks):
-                if plans.get(pk) == k[0]:
-                    self._cut.add((raw_key, pk))
-                    # the plan applied, so its kept tokens are this text's: their shapes stay right
-                    now_kept = tuple(sorted({*kept, *keep}))
-                    plans[pk] = (
-                        tuple(j for j in blank if j in masked),
-                        now_kept,
-                        tuple(toks[j] for j in now_kept),
-                        tuple(j for j in collapsed if j in numbers and j not in now_kept),
-                    )
-                    break
-            else:
-                return None
+            a = select_plan(toks, plans)
+            if a is None or (
+                set(a.blank) <= set(masked) and set(a.keep) >= set(keep) and set(a.numbers) <= set(numbers)
+            ):
+                return masker.key_fn(text, plans)
+            self._cut.add((raw_key, a.key))
+            # the plan applied, so its kept tokens are this text's: their shapes stay right
+            now_kept = tuple(sorted({*a.keep, *keep}))
+            plans[a.key] = (
+                tuple(j for j in a.plan[0] if j in masked or j not in a.blank),
+                now_kept,
+                tuple(toks[j] for j in now_kept),
+                tuple(j for j in a.plan[3] if (j in numbers or j not in a.numbers) and j not in now_kept),
+            )
 
     def process_block(self, block: bytes, now: float, end: int | None = None) -> int:
         """Count the lines of `block[:end]` (complete lines, each ending in a newline; the bytes after

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from itertools import pairwise
+from typing import NamedTuple
 
 PLACEHOLDER = "<*>"
 _P = PLACEHOLDER
@@ -204,7 +205,7 @@ _CLOCK_HINT = re.compile(":[0-9][0-9]")
 # "key k3456" (masked) a key of its own), and the positions of numbers whose digit runs are each made
 # one 0 (the rules mask a number whole whatever its length: "12ms" and "3456.7ms" share a key)
 Plan = tuple[tuple[int, ...], tuple[int, ...], tuple[bytes, ...], tuple[int, ...]]
-Key = bytes | tuple[Plan, bytes]
+Key = bytes
 
 
 def blankable(tok: bytes) -> bool:
@@ -225,36 +226,59 @@ def plannable(text: str) -> bool:
     return len(text) < PLAN_MAX_CHARS and text.isascii() and not _SPLIT_MISMATCH.search(text)
 
 
-def apply_plan(raw: bytes, shape: bytes, plans: dict[bytes, Plan]) -> Key:
-    """`shape` (`raw` with its digits made 0) under its plan: the words at the plan's blank positions
-    replaced by BLANK, the tokens at its keep positions as in `raw`; with the plan. Or `shape`."""
+class Applied(NamedTuple):
+    """What a plan does to one text: the plan's key, the plan, and the positions it blanks, keeps and
+    collapses in this text (a blank position whose word is not blankable here is left alone, and so is
+    a number position that holds no number)."""
+
+    key: bytes
+    plan: Plan
+    blank: tuple[int, ...]
+    keep: tuple[int, ...]
+    numbers: tuple[int, ...]
+
+
+def select_plan(toks: list[bytes], plans: dict[bytes, Plan]) -> Applied | None:
+    """The plan that applies to these tokens (digit shapes), the first of `plan_keys`; or None."""
+    for pk in plan_keys(toks):
+        plan = plans.get(pk)
+        if plan is None or not all(toks[j] == t for j, t in zip(plan[1], plan[2], strict=True)):
+            continue
+        blank = tuple(j for j in plan[0] if blankable(toks[j]))
+        numbers = tuple(j for j in plan[3] if NUMBER.fullmatch(toks[j]))
+        if blank or plan[1] or numbers:
+            return Applied(pk, plan, blank, plan[1], numbers)
+    return None
+
+
+def _mask(positions: tuple[int, ...]) -> bytes:
+    return sum(1 << j for j in positions).to_bytes(8, "little")
+
+
+def apply_plan(raw: bytes, shape: bytes, plans: dict[bytes, Plan]) -> bytes:
+    """`shape` (`raw` with its digits made 0) under its plan, or `shape`. Under a plan: the byte 0xff
+    (never in UTF-8, so never in a key without a plan), the blanked, kept and collapsed positions as
+    three 64-bit masks, then `shape` with the blanked words replaced by BLANK, the kept tokens as in
+    `raw` and the digit runs of the collapsed numbers each made one 0."""
     parts = _WS.split(shape)
     first = 2 if parts[0] == b"" else 0  # a leading separator: b"", separator, first token
     toks = parts[first::2]
     if toks and toks[-1] == b"":
         toks.pop()
-    n = len(toks)
-    if n < 2 or n > PLAN_MAX_TOKENS:
+    if not 2 <= len(toks) <= PLAN_MAX_TOKENS:
         return shape
-    for pk in plan_keys(toks):
-        plan = plans.get(pk)
-        if (
-            plan is not None
-            and (plan[0] or plan[1] or plan[3])
-            and all(blankable(toks[j]) for j in plan[0])
-            and all(toks[j] == t for j, t in zip(plan[1], plan[2], strict=True))
-            and all(NUMBER.fullmatch(toks[j]) for j in plan[3])
-        ):
-            if plan[1]:
-                kept = _WS.split(raw)
-                for j in plan[1]:
-                    parts[first + 2 * j] = kept[first + 2 * j]
-            for j in plan[0]:
-                parts[first + 2 * j] = BLANK
-            for j in plan[3]:
-                parts[first + 2 * j] = _DIGIT_RUN.sub(b"0", toks[j])
-            return plan, b"".join(parts)
-    return shape
+    a = select_plan(toks, plans)
+    if a is None:
+        return shape
+    if a.keep:
+        kept = _WS.split(raw)
+        for j in a.keep:
+            parts[first + 2 * j] = kept[first + 2 * j]
+    for j in a.blank:
+        parts[first + 2 * j] = BLANK
+    for j in a.numbers:
+        parts[first + 2 * j] = _DIGIT_RUN.sub(b"0", toks[j])
+    return b"\xff" + _mask(a.blank) + _mask(a.keep) + _mask(a.numbers) + b"".join(parts)
 
 
 def key_py(text: str, plans: dict[bytes, Plan]) -> Key:
