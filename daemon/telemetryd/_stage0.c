@@ -617,12 +617,7 @@ static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned cha
     return res;
 }
 
-static PyObject *key(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "key(text, plans)");
-        return NULL;
-    }
-    PyObject *text = args[0], *plans = args[1];
+static PyObject *key_of(PyObject *text, PyObject *plans) {
     if (!PyUnicode_Check(text)) {
         PyErr_SetString(PyExc_TypeError, "key() text must be str");
         return NULL;
@@ -668,6 +663,60 @@ static PyObject *key(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 done:
     if (raw != small) PyMem_Free(raw);
     return result;
+}
+
+static PyObject *key(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "key(text, plans)");
+        return NULL;
+    }
+    return key_of(args[0], args[1]);
+}
+
+/* typed_values.lookup_py: for each text, cache.get((raw key, key(text, plans of that raw key)), miss) */
+static PyObject *lookup(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "lookup(texts, raw_keys, plans_by_key, no_plans, cache, miss)");
+        return NULL;
+    }
+    PyObject *texts = args[0], *raw_keys = args[1], *by_key = args[2], *no_plans = args[3];
+    PyObject *cache = args[4], *miss = args[5];
+    if (!PyList_Check(texts) || !PyList_Check(raw_keys) || !PyDict_Check(by_key) || !PyDict_Check(cache) ||
+        PyList_GET_SIZE(texts) != PyList_GET_SIZE(raw_keys)) {
+        PyErr_SetString(PyExc_TypeError, "lookup() takes two lists of one length and two dicts");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(texts);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *rk = PyList_GET_ITEM(raw_keys, i);
+        PyObject *plans = PyDict_GetItemWithError(by_key, rk);
+        if (plans == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            plans = no_plans;
+        }
+        PyObject *k = key_of(PyList_GET_ITEM(texts, i), plans);
+        if (k == NULL) goto fail;
+        PyObject *pair = PyTuple_Pack(2, rk, k);
+        Py_DECREF(k);
+        if (pair == NULL) goto fail;
+        PyObject *found = PyDict_GetItemWithError(cache, pair);
+        Py_DECREF(pair);
+        if (found == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            found = miss;
+        }
+        Py_INCREF(found);
+        PyList_SET_ITEM(out, i, found);
+    }
+    return out;
+fail:
+    /* the unset items are NULL, which list_dealloc skips */
+    Py_DECREF(out);
+    return NULL;
 }
 
 static int take_words(PyObject *seq, wordlist *w) {
@@ -717,6 +766,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"key", (PyCFunction)(void (*)(void))key, METH_FASTCALL, "typed_values.key_py, for ASCII text"},
+    {"lookup", (PyCFunction)(void (*)(void))lookup, METH_FASTCALL, "typed_values.lookup_py"},
     {"configure", configure, METH_VARARGS,
      "configure(fallback, max_chars, max_tokens, gtlds, not_tlds, file_exts)"},
     {NULL, NULL, 0, NULL},

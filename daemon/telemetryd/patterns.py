@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET
 
+from . import typed_values
 from .events import (
     DECODE_ERRORS,
     INVALID_UTF8,
@@ -521,9 +522,11 @@ class PatternCounter:
         raw_keys = (
             list(zip(*[map(get, events) for get in getters], strict=True)) if getters else [()] * len(events)
         )
-        plans = map(self._plans.get, raw_keys, repeat(NO_PLANS))
-        shapes = map(self.ex.masker.key_fn, map(schema.raw_template, events), plans)
-        return list(map(self._fast0.get, zip(raw_keys, shapes, strict=True), repeat(MISS)))
+        texts = list(map(schema.raw_template, events))
+        if self.ex.masker.plans_apply:
+            return typed_values.lookup(texts, raw_keys, self._plans, NO_PLANS, self._fast0, MISS)
+        keys = map(self.ex.masker.key_fn, texts, repeat(NO_PLANS))
+        return list(map(self._fast0.get, zip(raw_keys, keys, strict=True), repeat(MISS)))
 
     def _resolve(self, missed: list[Any], found0: list[Any], tally: Counter[Any], now: float) -> None:
         """The events no cache level had: an exact-only shape by text, the rest by the slow path."""

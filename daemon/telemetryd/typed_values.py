@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from itertools import pairwise
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 PLACEHOLDER = "<*>"
 _P = PLACEHOLDER
@@ -318,7 +318,24 @@ def learn(prepared: str, rule_template: str, template: str) -> tuple[list[bytes]
     return shapes, (blank, keep, tuple(shapes[j] for j in keep), collapse), plan_keys(shapes)[1 if one else 0]
 
 
+def lookup_py(
+    texts: list[str],
+    raw_keys: list[tuple[Any, ...]],
+    plans_by_key: dict[tuple[Any, ...], dict[bytes, Plan]],
+    no_plans: dict[bytes, Plan],
+    cache: dict[tuple[Any, ...], Any],
+    miss: Any,
+) -> list[Any]:
+    """For each text, ``cache.get((raw key, key(text, its raw key's plans)), miss)``: the hot path's
+    second level in one call (one C loop when built)."""
+    return [
+        cache.get((rk, key(t, plans_by_key.get(rk, no_plans))), miss)
+        for t, rk in zip(texts, raw_keys, strict=True)
+    ]
+
+
 key: Callable[[str, dict[bytes, Plan]], Key] = key_py
+lookup: Callable[..., list[Any]] = lookup_py
 ACCELERATED = False
 try:
     from . import _stage0  # type: ignore[attr-defined]
@@ -329,4 +346,5 @@ else:
         key_py, PLAN_MAX_CHARS, PLAN_MAX_TOKENS, sorted(GTLDS), sorted(NOT_TLDS), sorted(FILE_EXTS)
     )
     key = _stage0.key
+    lookup = _stage0.lookup
     ACCELERATED = True
