@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from io import BytesIO
@@ -30,6 +31,7 @@ from .structure import VARIABLE_AT, GroupKey, Structure
 from .typed_values import ACCELERATED, Key, Plan, learn, plannable, select_plan
 
 EXAMPLE_MAX_CHARS = 1024
+_ASCII_DIGIT = re.compile("[0-9]")
 # Bounds of the hot-path caches: unique messages (ids, timestamps in text) would otherwise grow them
 # without limit. Clearing when full is crude but keeps the common case (repeats) fast.
 FAST_CACHE_MAX = 1 << 16
@@ -175,6 +177,7 @@ class PatternCounter:
         # both levels give every text its own pattern).
         self._may_skip_first = ACCELERATED and bool(extractor.schema.template_field)
         self._skip_first = 0
+        self._taught = False
         # The structural stage (structure.py) and, per group, its live (not absorbed) entries: what a
         # position becoming variable folds. Both are derived from the table, never committed.
         self.structure = Structure()
@@ -489,16 +492,23 @@ class PatternCounter:
             if one_level:
                 found0: list[Any] = [f for f in found if isinstance(f, _Marker)]
             else:
-                if self._may_skip_first and len(missed) * 2 > len(found):
-                    self._skip_first = FIRST_LEVEL_SKIP
                 # The second level, still in C per event: the few events it misses too run Python.
                 try:
                     found0 = self._second_level(missed)
                 except (TypeError, ValueError):
                     found0 = [MISS] * len(missed)
                 tally.update(found0)
-                tally.pop(MISS, 0)
-                tally.pop(EXACT, 0)
+                missed0 = tally.pop(MISS, 0) + tally.pop(EXACT, 0)
+                # Teach the first level what the second had. Where nearly every text missed the first
+                # level even after it was taught (service telemetry: every text has an id, so no digit
+                # shape recurs), go straight to the second level for a while instead.
+                idish = len(missed) * 5 > len(found) * 4 and missed0 * 4 < len(missed)
+                if idish and self._taught:
+                    if self._may_skip_first:
+                        self._skip_first = FIRST_LEVEL_SKIP
+                elif missed0 < len(missed):
+                    self._teach_first(missed, found0)
+                self._taught = idish
             self._resolve(missed, found0, tally, now)
         overflow = tally.pop(None, 0)
         dirty_add = self.dirty.add
@@ -527,6 +537,23 @@ class PatternCounter:
             return typed_values.lookup(texts, raw_keys, self._plans, NO_PLANS, self._fast0, MISS)
         keys = map(self.ex.masker.key_fn, texts, repeat(NO_PLANS))
         return list(map(self._fast0.get, zip(raw_keys, keys, strict=True), repeat(MISS)))
+
+    def _teach_first(self, missed: list[Any], found0: list[Any]) -> None:
+        """Give the first level the texts the second level had whose template keeps no digit, in a text
+        whose digits the rules read alike (the first level's sharing rule: stage 0 and the rules treat
+        the digits as one class, so every text of that digit shape has this template)."""
+        schema = self.ex.schema
+        masker = self.ex.masker
+        fast = self._fast
+        for ev, p in zip(missed, found0, strict=True):
+            if type(p) is not PatternState or p.template is None or _ASCII_DIGIT.search(p.template):
+                continue
+            text = schema.raw_template(ev)
+            if type(text) is not str or not masker.digits_are_one_class(text):
+                continue
+            if len(fast) >= FAST_CACHE_MAX:
+                fast.clear()
+            fast[(*schema.raw_key(ev), text.encode().translate(DIGIT_SHAPE))] = p
 
     def _resolve(self, missed: list[Any], found0: list[Any], tally: Counter[Any], now: float) -> None:
         """The events no cache level had: an exact-only shape by text, the rest by the slow path."""
