@@ -126,6 +126,11 @@ def _plans_for(text: str, rnd: random.Random) -> dict[bytes, tv.Plan]:
     keep_at = tuple(j for j in range(n) if j not in blank and rnd.random() < 0.3)
     shapes = tuple(toks[j] if rnd.random() < 0.9 else b"other" for j in keep_at)
     numbers = tuple(j for j in range(1, n) if j not in blank and j not in keep_at and rnd.random() < 0.5)
+    if rnd.random() < 0.2:
+        # what learn() never makes, which the two must still agree on: effects that meet at one
+        # position, positions out of range
+        numbers += tuple(rnd.sample(range(n + 2), k=min(n + 2, 3)))
+        blank += (n + 1,)
     plan = (blank, keep_at, shapes, numbers)
     two, one = tv.plan_keys(toks)
     return {two if rnd.random() < 0.5 else one: plan, b"unrelated 3": ((1,), (), (), ())}

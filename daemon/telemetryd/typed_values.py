@@ -239,15 +239,30 @@ class Applied(NamedTuple):
 
 
 def select_plan(toks: list[bytes], plans: dict[bytes, Plan]) -> Applied | None:
-    """The plan that applies to these tokens (digit shapes), the first of `plan_keys`; or None."""
+    """The plan that applies to these tokens (digit shapes), the first of `plan_keys`; or None.
+
+    A plan applies if every kept position holds its kept shape; then each position gets one effect, the
+    last that applies of: kept, blanked (a blankable word), collapsed (a number). Positions out of range
+    are skipped (a kept one makes the plan not apply). `learn` never makes two effects meet at one
+    position, but the C mirror must agree on every input, so the order is part of the definition."""
+    n = len(toks)
     for pk in plan_keys(toks):
         plan = plans.get(pk)
-        if plan is None or not all(toks[j] == t for j, t in zip(plan[1], plan[2], strict=True)):
+        if plan is None or not all(
+            0 <= j < n and toks[j] == t for j, t in zip(plan[1], plan[2], strict=True)
+        ):
             continue
-        blank = tuple(j for j in plan[0] if blankable(toks[j]))
-        numbers = tuple(j for j in plan[3] if NUMBER.fullmatch(toks[j]))
-        if blank or plan[1] or numbers:
-            return Applied(pk, plan, blank, plan[1], numbers)
+        effect = dict.fromkeys(plan[1], 2)
+        effect.update((j, 1) for j in plan[0] if 0 <= j < n and blankable(toks[j]))
+        effect.update((j, 3) for j in plan[3] if 0 <= j < n and NUMBER.fullmatch(toks[j]))
+        if effect:
+            return Applied(
+                pk,
+                plan,
+                tuple(sorted(j for j, e in effect.items() if e == 1)),
+                tuple(sorted(j for j, e in effect.items() if e == 2)),
+                tuple(sorted(j for j, e in effect.items() if e == 3)),
+            )
     return None
 
 
