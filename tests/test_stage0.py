@@ -13,6 +13,9 @@ import json
 import os
 import random
 import string
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -314,3 +317,31 @@ def test_a_text_that_teaches_nothing_is_not_stored_under_a_plan() -> None:
     cached = _cached_table(events, 1)
     assert cached == _uncached_table(events)
     assert len(cached) == 3  # the 3-digit day group folded; zed and amy kept apart
+
+
+def test_ready_says_whether_keys_run_in_c(tmp_path: Path) -> None:
+    """An operator can tell from the log whether the C build is in use (a host without a compiler runs
+    the pure path, slower)."""
+    log = tmp_path / "a.jsonl"
+    log.write_text('{"message": "hello 1"}\n')
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(
+        f'[checkpoint]\nstate_dir = "{tmp_path / "state"}"\n[metrics]\nlisten = ""\n[log]\nformat = "json"\n'
+    )
+    p = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "telemetryd"),
+            "run",
+            "--once",
+            "--config",
+            str(cfg),
+            "--path",
+            str(log),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    ready = [e for e in map(json.loads, p.stderr.splitlines()) if e.get("event") == "ready"]
+    assert len(ready) == 1 and ready[0]["pattern_keys_in_c"] is tv.ACCELERATED

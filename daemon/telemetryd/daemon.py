@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from . import checkpoint as ck
-from . import listener
+from . import listener, typed_values
 from .commit import Changes, Committer
 from .config import Config, ConfigError, Overrides, load_config
 from .discovery import watch_roots
@@ -198,6 +198,8 @@ class Daemon:
             files=len(self.sources.files),
             patterns=self.counter.live_count,
             events_total=self.counter.events_total,
+            # whether the hot path's cache key runs in C (telemetryd._stage0 built) or in Python
+            pattern_keys_in_c=typed_values.ACCELERATED,
         )
         try:
             code = self._loop()
