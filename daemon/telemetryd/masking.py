@@ -21,7 +21,8 @@ import re
 from collections.abc import Callable, Sequence
 
 from . import typed_values
-from .typed_values import Key, Plan, is_hostname, prefixed_id, random_id
+from .typed_values import DIGIT_SHAPE as DIGIT_SHAPE
+from .typed_values import HAS_DIGIT, Key, Plan, is_hostname, prefixed_id, random_id
 
 RULESET_VERSION = "3"
 PLACEHOLDER = "<*>"
@@ -131,11 +132,9 @@ _MERGES = (("<*><*>", _P), ("<*>.<*>", _P), ("<<*>>", _P), ("<*>>", _P))
 # PCI function digit ([0-7]). So two texts that differ only in which ASCII digit stands where get
 # templates of the same structure; when a template keeps no digit, it is the template of every text of
 # that shape. Texts whose shape could touch one of those three spots are never shared.
-DIGIT_SHAPE = bytes.maketrans(b"123456789", b"000000000")
 _SHAPE_UNSAFE = re.compile(
     r"sha0|x00_00|i000|utf-0|ucs-0|iso-0|windows-0|bf00|0x|[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.0"
 )
-_ASCII_DIGIT = re.compile(r"[0-9]")
 _STR_SHAPE = str.maketrans("123456789", "000000000")
 
 
@@ -272,7 +271,7 @@ class Masker:
         The shape is ``text.encode().translate(DIGIT_SHAPE)``; callers may then cache the template by
         shape. User masks are arbitrary regexes, so with any configured nothing is shared.
         """
-        return not _ASCII_DIGIT.search(template) and self.digits_are_one_class(text)
+        return not HAS_DIGIT.search(template) and self.digits_are_one_class(text)
 
     def digits_are_one_class(self, text: str) -> bool:
         """True if every rule treats the digits of `text` alike (none stands where a rule reads which

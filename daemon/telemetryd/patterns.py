@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from io import BytesIO
@@ -31,7 +30,6 @@ from .structure import VARIABLE_AT, GroupKey, Structure
 from .typed_values import ACCELERATED, Key, Plan, learn, plannable, select_plan
 
 EXAMPLE_MAX_CHARS = 1024
-_ASCII_DIGIT = re.compile("[0-9]")
 # Bounds of the hot-path caches: unique messages (ids, timestamps in text) would otherwise grow them
 # without limit. Clearing when full is crude but keeps the common case (repeats) fast.
 FAST_CACHE_MAX = 1 << 16
@@ -539,17 +537,16 @@ class PatternCounter:
         return list(map(self._fast0.get, zip(raw_keys, keys, strict=True), repeat(MISS)))
 
     def _teach_first(self, missed: list[Any], found0: list[Any]) -> None:
-        """Give the first level the texts the second level had whose template keeps no digit, in a text
-        whose digits the rules read alike (the first level's sharing rule: stage 0 and the rules treat
-        the digits as one class, so every text of that digit shape has this template)."""
+        """Give the first level the texts the second level had, by the first level's sharing rule
+        (Masker.shared_by_shape on the final template)."""
         schema = self.ex.schema
         masker = self.ex.masker
         fast = self._fast
         for ev, p in zip(missed, found0, strict=True):
-            if type(p) is not PatternState or p.template is None or _ASCII_DIGIT.search(p.template):
+            if type(p) is not PatternState or p.template is None:
                 continue
             text = schema.raw_template(ev)
-            if type(text) is not str or not masker.digits_are_one_class(text):
+            if type(text) is not str or not masker.shared_by_shape(text, p.template):
                 continue
             if len(fast) >= FAST_CACHE_MAX:
                 fast.clear()

@@ -192,7 +192,7 @@ SENSITIVE = frozenset(
 # on them, bytes.split() does not) no plan applies.
 _WS = re.compile(rb"([ \t\n\r\x0b\x0c]+)")
 _SPLIT_MISMATCH = re.compile("[\x1c-\x1f]")
-_HAS_DIGIT = re.compile("[0-9]")
+HAS_DIGIT = re.compile("[0-9]")
 # A number as one token: "1049ms", "(845.7ms),", "rows=244304", "62%". Every rule masks the number in it
 # whole, whatever the length of its digit runs (docs/design.md); only a clock-time context (the rules'
 # ":\d\d" gate, for dates such as "Jun 17 07:07:00") reads the length, and no plan collapses there.
@@ -320,7 +320,7 @@ def learn(prepared: str, rule_template: str, template: str) -> tuple[list[bytes]
     blank = tuple(
         j for j in range(1, n) if ft[j] == PLACEHOLDER and rt[j] == toks[j] and blankable(toks[j].encode())
     )
-    keep = tuple(j for j in range(n) if _HAS_DIGIT.search(ft[j]))
+    keep = tuple(j for j in range(n) if HAS_DIGIT.search(ft[j]))
     shapes = [t.encode().translate(DIGIT_SHAPE) for t in toks]
     collapse: tuple[int, ...] = ()
     if not _CLOCK_HINT.search(prepared):
@@ -329,7 +329,7 @@ def learn(prepared: str, rule_template: str, template: str) -> tuple[list[bytes]
         )
     # Under the first two tokens unless the second is a value (masked by a rule or the structural stage,
     # or holding a digit): then the first token and the count.
-    one = 1 in blank or PLACEHOLDER in rt[1] or _HAS_DIGIT.search(toks[1]) is not None
+    one = 1 in blank or PLACEHOLDER in rt[1] or HAS_DIGIT.search(toks[1]) is not None
     return shapes, (blank, keep, tuple(shapes[j] for j in keep), collapse), plan_keys(shapes)[1 if one else 0]
 
 
