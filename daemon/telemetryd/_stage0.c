@@ -9,21 +9,20 @@
 #include <string.h>
 
 static PyObject *fallback = NULL;
-/* typed_values.GTLDS, NOT_TLDS, FILE_EXTS, as configure() hands them over (lower case) */
+
+/* Word lists as configure() hands them over from typed_values (its one copy of them): GTLDS,
+ * NOT_TLDS, FILE_EXTS (lower case), SENSITIVE (the words a plan never blanks) and the HTTP methods. */
 typedef struct {
     char **words;
     Py_ssize_t n;
+    Py_ssize_t maxlen;
 } wordlist;
-static wordlist gtlds, not_tlds, file_exts;
+static wordlist gtlds, not_tlds, file_exts, sensitive, http_methods;
 static Py_ssize_t max_chars = 1024;
 static Py_ssize_t max_tokens = 64;
 
 #define MAXTOK 256
 
-static const char *SENSITIVE[] = {"ms", "s", "sec", "secs", "second", "seconds", "min", "mins", "minute",
-                                  "minutes", "h", "hour", "hours", "us", "ns", "b", "byte", "bytes", "from",
-                                  "by", "on", "at", "to", "in", "with", "for", "via", "user", "unknown", NULL};
-static const char *METHODS[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", NULL};
 
 /* Character types as bits of one table (filled by init_classes): one load per test. */
 enum { T_DIGIT = 1, T_LOWER = 2, T_UPPER = 4, T_HEXLETTER = 8, T_SPACE = 16, T_UNDERSCORE = 32 };
@@ -91,9 +90,10 @@ static Py_ssize_t m_quoted(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, i
     if (q == NULL) return -1;
     Py_ssize_t end = (q - s) + 1;
     *keep = 0;
-    for (const char **m = METHODS; *m; m++) {
-        size_t l = strlen(*m);
-        if ((Py_ssize_t)(i + 1 + l + 1) <= n && memcmp(s + i + 1, *m, l) == 0 && s[i + 1 + l] == ' ') {
+    for (Py_ssize_t w = 0; w < http_methods.n; w++) {
+        const char *m = http_methods.words[w];
+        size_t l = strlen(m);
+        if ((Py_ssize_t)(i + 1 + l + 1) <= n && memcmp(s + i + 1, m, l) == 0 && s[i + 1 + l] == ' ') {
             *keep = 1;
             break;
         }
@@ -471,10 +471,7 @@ static int blankable(const unsigned char *t, Py_ssize_t len) {
     if (len <= 0 || len > 64 || !is_lower(t[0])) return 0;
     for (Py_ssize_t k = 0; k < len; k++)
         if (!(is_lower(t[k]) || t[k] == '_' || t[k] == '.' || t[k] == '-')) return 0;
-    if (len > 7) return 1; /* longer than every word of SENSITIVE */
-    for (const char **w = SENSITIVE; *w; w++)
-        if ((*w)[0] == t[0] && (Py_ssize_t)strlen(*w) == len && memcmp(*w, t, (size_t)len) == 0) return 0;
-    return 1;
+    return len > sensitive.maxlen || !in_words(&sensitive, t, len);
 }
 
 /* typed_values.NUMBER: [(\[]?(?:[a-z_]+=)?[0-9]+(?:\.[0-9]+)*[A-Za-z%]*[)\],;]* matching the whole token */
@@ -722,7 +719,7 @@ fail:
 static int take_words(PyObject *seq, wordlist *w) {
     PyObject *fast = PySequence_Fast(seq, "a word list must be a sequence of str");
     if (fast == NULL) return -1;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast), maxlen = 0;
     char **words = PyMem_Calloc((size_t)n + 1, sizeof(char *));
     if (words == NULL) {
         Py_DECREF(fast);
@@ -739,24 +736,28 @@ static int take_words(PyObject *seq, wordlist *w) {
             return -1;
         }
         strcpy(words[k], u);
+        if ((Py_ssize_t)strlen(u) > maxlen) maxlen = (Py_ssize_t)strlen(u);
     }
     Py_DECREF(fast);
     for (Py_ssize_t k = 0; k < w->n; k++) PyMem_Free(w->words[k]);
     PyMem_Free(w->words);
     w->words = words;
     w->n = n;
+    w->maxlen = maxlen;
     return 0;
 }
 
 static PyObject *configure(PyObject *self, PyObject *args) {
-    PyObject *fn, *g, *nt, *fe;
+    PyObject *fn, *g, *nt, *fe, *sens, *meth;
     Py_ssize_t chars, tokens;
-    if (!PyArg_ParseTuple(args, "OnnOOO", &fn, &chars, &tokens, &g, &nt, &fe)) return NULL;
+    if (!PyArg_ParseTuple(args, "OnnOOOOO", &fn, &chars, &tokens, &g, &nt, &fe, &sens, &meth)) return NULL;
     if (tokens > MAXTOK) {
         PyErr_SetString(PyExc_ValueError, "too many tokens for a plan");
         return NULL;
     }
-    if (take_words(g, &gtlds) < 0 || take_words(nt, &not_tlds) < 0 || take_words(fe, &file_exts) < 0) return NULL;
+    if (take_words(g, &gtlds) < 0 || take_words(nt, &not_tlds) < 0 || take_words(fe, &file_exts) < 0 ||
+        take_words(sens, &sensitive) < 0 || take_words(meth, &http_methods) < 0)
+        return NULL;
     Py_XINCREF(fn);
     Py_XSETREF(fallback, fn);
     max_chars = chars;
@@ -768,7 +769,7 @@ static PyMethodDef methods[] = {
     {"key", (PyCFunction)(void (*)(void))key, METH_FASTCALL, "typed_values.key_py, for ASCII text"},
     {"lookup", (PyCFunction)(void (*)(void))lookup, METH_FASTCALL, "typed_values.lookup_py"},
     {"configure", configure, METH_VARARGS,
-     "configure(fallback, max_chars, max_tokens, gtlds, not_tlds, file_exts)"},
+     "configure(fallback, max_chars, max_tokens, gtlds, not_tlds, file_exts, sensitive, http_methods)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -27,9 +27,20 @@ from .masking import DIGIT_SHAPE, RULESET_VERSION, Masker
 # PatternState is a committed record: it lives in records.py (the bottom layer) since issue 14.
 from .records import PatternState as PatternState
 from .structure import VARIABLE_AT, GroupKey, Structure
-from .typed_values import ACCELERATED, Key, Plan, learn, plannable, select_plan
+from .typed_values import (
+    ACCELERATED,
+    HAS_DIGIT,
+    PLAN_MAX_CHARS,
+    Key,
+    Plan,
+    learn,
+    plannable,
+    select_plan,
+)
 
-EXAMPLE_MAX_CHARS = 1024
+# One bound for three things: the example kept, the texts the structural stage reads, and the texts plans
+# apply to (typed_values.plannable): a longer text gets no structural stage, so no plan may speak for it.
+EXAMPLE_MAX_CHARS = PLAN_MAX_CHARS
 # Bounds of the hot-path caches: unique messages (ids, timestamps in text) would otherwise grow them
 # without limit. Clearing when full is crude but keeps the common case (repeats) fast.
 FAST_CACHE_MAX = 1 << 16
@@ -60,8 +71,8 @@ class _Marker:
 EXACT = _Marker()
 MISS = _Marker()
 NO_PLANS: dict[bytes, Plan] = {}  # never written to
-# After a block in which most texts missed the first level (service telemetry: every text has an id),
-# this many blocks go straight to the key; then the first level is tried again.
+# When nearly every text of a block missed the first level even after it was taught (service
+# telemetry: every text has an id), this many blocks go straight to the second; then it is tried again.
 FIRST_LEVEL_SKIP = 16
 
 
@@ -161,9 +172,9 @@ class PatternCounter:
         # shape is masking.DIGIT_SHAPE applied to the UTF-8 text; or (*raw key values, UNSET) when the
         # event has no template field. Raw keys are cached only when all are plain strings.
         self._fast: dict[tuple[Any, ...], PatternState | _Marker | None] = {}
-        # The second level, for events the first misses: (*raw key values, digit shape of the stage-0
-        # text, masking.Masker.prepare). Ids and other typed values are gone from that text, so service
-        # messages that differ only in them share one entry.
+        # The second level, for events the first misses: (raw key values, typed_values.key of the text).
+        # Ids and other typed values are gone from that key, and its plans blank the names and shorten
+        # the numbers the structural stage and the rules mask, so service messages share entries.
         self._fast0: dict[tuple[Any, ...], PatternState | _Marker | None] = {}
         self._kcache: dict[tuple[Any, ...], tuple[str | None, ...]] = {}
         # The plans of the second level's keys (typed_values.py), by raw key values: derived from what the
@@ -337,7 +348,7 @@ class PatternCounter:
             key0: Key | None = shape0
             # A text with no digit whose template the structural stage left alone teaches no plan;
             # unless plans exist for its key values (one may need cutting), its key is shape0.
-            learns = final != tpl or shape != text.encode() or raw_key in self._plans
+            learns = final != tpl or HAS_DIGIT.search(text) is not None or raw_key in self._plans
             if learns and ex.masker.plans_apply and plannable(text):
                 plans = self._plans.get(raw_key)
                 if plans is None:

@@ -170,16 +170,16 @@ def stage0(text: str) -> str:
 
 DIGIT_SHAPE = bytes.maketrans(b"123456789", b"000000000")
 
-# --- plans: positions of plain words that the structural stage masks --------------------------------
-# structure.py masks a word position once it varies; a user or queue name there then makes every
-# message a new key. A *plan* names, for the keys that start with one token and have n tokens, the
-# positions whose word `key` replaces with BLANK, so that such messages share one key. Why that is sound,
-# and which words may be blanked, is in docs/design.md ("Cache keys and plans"); in short: only a word
-# that every rule leaves alone or masks whole, in a text of one line of ASCII, and only positions the
-# structural stage masks in the template of the message that taught the plan.
+# --- plans: what the structural stage and the rules mask, carried into the key --------------------------
+# structure.py masks a word position once it varies; a user or queue name there, or a number of another
+# length, then makes every message a new key. A *plan*, stored under a text's first token(s) and token
+# count, names the positions whose word `key` replaces with BLANK, whose digits it keeps, and whose
+# number it shortens, so that such messages share one key. Why that is sound, and which words may be
+# blanked, is in docs/design.md ("Cache keys and plans"); in short: only what the template of the text
+# that stores an entry masks, in a text of one line of ASCII whose tokens the rules keep apart.
 BLANK = b"\x00"
 PLAN_MAX_TOKENS = 64
-PLAN_MAX_CHARS = 1024  # patterns.EXAMPLE_MAX_CHARS: a longer text gets no structural stage
+PLAN_MAX_CHARS = 1024  # patterns.EXAMPLE_MAX_CHARS is this: a longer text gets no structural stage
 _WORD_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz_.-")
 _LOWER_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz")
 # Lower-case words that a rule spanning tokens reads (masking.py stage 1 and 3): units after a number,
@@ -358,7 +358,14 @@ except ImportError:  # no compiler where it was installed: the pure pass is the 
     pass
 else:
     _stage0.configure(
-        key_py, PLAN_MAX_CHARS, PLAN_MAX_TOKENS, sorted(GTLDS), sorted(NOT_TLDS), sorted(FILE_EXTS)
+        key_py,
+        PLAN_MAX_CHARS,
+        PLAN_MAX_TOKENS,
+        sorted(GTLDS),
+        sorted(NOT_TLDS),
+        sorted(FILE_EXTS),
+        sorted(w.decode() for w in SENSITIVE),
+        _HTTP_METHODS,
     )
     key = _stage0.key
     lookup = _stage0.lookup
