@@ -339,7 +339,9 @@ static Py_ssize_t m_dashed(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, i
 
 static int in_words(const wordlist *w, const unsigned char *t, Py_ssize_t len) {
     for (Py_ssize_t k = 0; k < w->n; k++)
-        if ((Py_ssize_t)strlen(w->words[k]) == len && memcmp(w->words[k], t, (size_t)len) == 0) return 1;
+        if (w->words[k][0] == (char)t[0] && (Py_ssize_t)strlen(w->words[k]) == len &&
+            memcmp(w->words[k], t, (size_t)len) == 0)
+            return 1;
     return 0;
 }
 
