@@ -111,6 +111,14 @@ _PIECES = st.sampled_from(
         "FbKIYKLONVUEQkufZpHtKbIi",
         "abcdefghij",
         "ABCDEFGHIJKL",
+        "eQBLhIEpqBwusYHW",
+        "ABCdefghij",
+        "xyzJunabcd",
+        "superuser",
+        "PowerUser",
+        "wgnrgywe3Vgu",
+        "deadbee5",
+        "Monitoring",
         "é",
         "ü",
         "\x00",
@@ -178,6 +186,15 @@ _TEMPLATES = [
     # date, "Jun 777 07:07:00" is not), so no plan may collapse numbers here
     "backup of {user} took {small} at Jun {small} {clock}",
     "backup of {user} took {small} at {clock}",
+    # random ids of letters only, which plans blank once the structural stage masks them; some hold
+    # what a rule spanning tokens reads: a month name (the date rule then reads the next two tokens), a
+    # final "user" (the "user NAME" rule masks the next token), three capitals (a time zone after a date)
+    "cron {user} skipped: previous run {alpha_id} still active",
+    "backup of {user} took {small} at {alpha_id} {small} {clock}",
+    "backup of {user} took {small} at Jun {small} {clock} {alpha_id} {small}",
+    "grant {alpha_id} bob from {idp}",
+    "evicted {alpha_id} KB for {user}",
+    "grant {user}{userish} bob from {idp}",
 ]
 
 
@@ -186,6 +203,22 @@ def _service_events(seed: int, n: int) -> list[dict[str, str]]:
 
     def word(lo: int = 3, hi: int = 7) -> str:
         return "".join(rnd.choices(string.ascii_lowercase, k=rnd.randint(lo, hi)))
+
+    def alpha_id() -> str:
+        w = "".join(rnd.choices(string.ascii_letters, k=rnd.randint(6, 16)))
+        if rnd.random() < 0.4:  # one digit: kept by the rules unless stage 0 took it for a random id
+            at = rnd.randint(0, len(w))
+            w = w[:at] + str(rnd.randint(0, 9)) + w[at:]
+        if rnd.random() < 0.05:
+            w = "".join(rnd.choices("abcdefABCDEF", k=len(w) - 1)) + str(rnd.randint(0, 9))  # hex
+        odd = rnd.random()
+        if odd < 0.1:
+            return w[:4] + rnd.choice(["Jun", "Mon", "Dec"]) + w[4:]
+        if odd < 0.2:
+            return "EST" + w
+        if odd < 0.3:
+            return w + rnd.choice(["user", "User", "USER"])
+        return w
 
     users = [word() for _ in range(rnd.randint(3, 30))]
     tables = [word() for _ in range(8)]
@@ -209,6 +242,8 @@ def _service_events(seed: int, n: int) -> list[dict[str, str]]:
         "pod": lambda: f"{rnd.choice(users)}-{rnd.getrandbits(36):09x}-{word(5, 5)}",
         "queue": lambda: rnd.choice(users) + "." + rnd.choice(tables),
         "clock": lambda: f"{rnd.randint(0, 23):02d}:{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}",
+        "alpha_id": alpha_id,
+        "userish": lambda: rnd.choice(["", "user", "User", "s"]),
     }
     out = []
     for _ in range(n):
@@ -345,3 +380,4 @@ def test_ready_says_whether_keys_run_in_c(tmp_path: Path) -> None:
     )
     ready = [e for e in map(json.loads, p.stderr.splitlines()) if e.get("event") == "ready"]
     assert len(ready) == 1 and ready[0]["pattern_keys_in_c"] is tv.ACCELERATED
+

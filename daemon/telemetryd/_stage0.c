@@ -11,13 +11,14 @@
 static PyObject *fallback = NULL;
 
 /* Word lists as configure() hands them over from typed_values (its one copy of them): GTLDS,
- * NOT_TLDS, FILE_EXTS (lower case), SENSITIVE (the words a plan never blanks) and the HTTP methods. */
+ * NOT_TLDS, FILE_EXTS (lower case), SENSITIVE (the words a plan never blanks), the HTTP methods and the
+ * month and weekday names (_CALENDAR). */
 typedef struct {
     char **words;
     Py_ssize_t n;
     Py_ssize_t maxlen;
 } wordlist;
-static wordlist gtlds, not_tlds, file_exts, sensitive, http_methods;
+static wordlist gtlds, not_tlds, file_exts, sensitive, http_methods, calendar;
 static Py_ssize_t max_chars = 1024;
 static Py_ssize_t max_tokens = 64;
 
@@ -469,11 +470,34 @@ static Py_ssize_t stage0(const unsigned char *s, Py_ssize_t n, unsigned char *ou
     return o;
 }
 
+/* typed_values.blankable */
 static int blankable(const unsigned char *t, Py_ssize_t len) {
-    if (len <= 0 || len > 64 || !is_lower(t[0])) return 0;
-    for (Py_ssize_t k = 0; k < len; k++)
-        if (!(is_lower(t[k]) || t[k] == '_' || t[k] == '.' || t[k] == '-')) return 0;
-    return len > sensitive.maxlen || !in_words(&sensitive, t, len);
+    if (len <= 0 || len > 64) return 0;
+    if (len >= 4) {
+        const unsigned char *e = t + len - 4;
+        if ((e[0] | 0x20) == 'u' && (e[1] | 0x20) == 's' && (e[2] | 0x20) == 'e' && (e[3] | 0x20) == 'r') return 0;
+    }
+    if (is_lower(t[0])) {
+        Py_ssize_t k = 1;
+        while (k < len && (is_lower(t[k]) || t[k] == '_' || t[k] == '.' || t[k] == '-')) k++;
+        if (k == len) return len > sensitive.maxlen || !in_words(&sensitive, t, len);
+    }
+    if (len < 8 || !is_alpha(t[0])) return 0;
+    int digits = 0, nonhex = 0;
+    for (Py_ssize_t k = 0; k < len; k++) {
+        if (is_digit(t[k]))
+            digits++;
+        else if (!is_alpha(t[k]))
+            return 0;
+        else if (!(ctype[t[k]] & T_HEXLETTER))
+            nonhex = 1;
+    }
+    if (digits > 1 || !nonhex) return 0;
+    for (Py_ssize_t k = 0; k + 3 <= len; k++)
+        if (is_upper(t[k]))
+            for (Py_ssize_t w = 0; w < calendar.n; w++)
+                if (memcmp(calendar.words[w], t + k, 3) == 0) return 0;
+    return 1;
 }
 
 /* typed_values.NUMBER: [(\[]?(?:[a-z_]+=)?[0-9]+(?:\.[0-9]+)*[A-Za-z%]*[)\],;]* matching the whole token */
@@ -750,16 +774,22 @@ static int take_words(PyObject *seq, wordlist *w) {
 }
 
 static PyObject *configure(PyObject *self, PyObject *args) {
-    PyObject *fn, *g, *nt, *fe, *sens, *meth;
+    PyObject *fn, *g, *nt, *fe, *sens, *meth, *cal;
     Py_ssize_t chars, tokens;
-    if (!PyArg_ParseTuple(args, "OnnOOOOO", &fn, &chars, &tokens, &g, &nt, &fe, &sens, &meth)) return NULL;
+    if (!PyArg_ParseTuple(args, "OnnOOOOOO", &fn, &chars, &tokens, &g, &nt, &fe, &sens, &meth, &cal))
+        return NULL;
     if (tokens > MAXTOK) {
         PyErr_SetString(PyExc_ValueError, "too many tokens for a plan");
         return NULL;
     }
     if (take_words(g, &gtlds) < 0 || take_words(nt, &not_tlds) < 0 || take_words(fe, &file_exts) < 0 ||
-        take_words(sens, &sensitive) < 0 || take_words(meth, &http_methods) < 0)
+        take_words(sens, &sensitive) < 0 || take_words(meth, &http_methods) < 0 || take_words(cal, &calendar) < 0)
         return NULL;
+    for (Py_ssize_t w = 0; w < calendar.n; w++)
+        if (strlen(calendar.words[w]) != 3) {
+            PyErr_SetString(PyExc_ValueError, "calendar words are three letters");
+            return NULL;
+        }
     Py_XINCREF(fn);
     Py_XSETREF(fallback, fn);
     max_chars = chars;
@@ -771,7 +801,7 @@ static PyMethodDef methods[] = {
     {"key", (PyCFunction)(void (*)(void))key, METH_FASTCALL, "typed_values.key_py, for ASCII text"},
     {"lookup", (PyCFunction)(void (*)(void))lookup, METH_FASTCALL, "typed_values.lookup_py"},
     {"configure", configure, METH_VARARGS,
-     "configure(fallback, max_chars, max_tokens, gtlds, not_tlds, file_exts, sensitive, http_methods)"},
+     "configure(fallback, max_chars, max_tokens, gtlds, not_tlds, file_exts, sensitive, http_methods, calendar)"},
     {NULL, NULL, 0, NULL},
 };
 

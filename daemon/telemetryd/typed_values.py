@@ -208,10 +208,36 @@ Plan = tuple[tuple[int, ...], tuple[int, ...], tuple[bytes, ...], tuple[int, ...
 Key = bytes
 
 
+_LETTERS_ONE_DIGIT = re.compile(rb"[A-Za-z]+(?:[0-9][A-Za-z]*)?")
+_HEX_BYTES = frozenset(b"0123456789abcdefABCDEF")
+# Capitalised month and weekday names: the date rules (masking._CTIME) find them anywhere, even at the end
+# of a longer word ("xyzJun 7 07:07:00"), and then read the tokens after them.
+_CALENDAR = (
+    *(b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"),
+    *(b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"),
+)
+
+
 def blankable(tok: bytes) -> bool:
-    """A word a plan may blank: lower-case letters, then letters, ``_ . -``; no rule reads it."""
+    """A word a plan may blank: one that no rule reads, so that every such word is one structural piece
+    to the rules whatever it says (docs/design.md, "Cache keys and plans"). Either a plain word
+    (lower-case letter, then lower-case letters, ``_ . -``) or an id-like word: 8+ ASCII letters with at
+    most one digit, not first, not all hex (``eQBLhIEpqBwusYHW``, ``wgnrgywe3Vgu``: the rules keep such a
+    word, because stage 0 has masked it where it is a random id), minus what a rule spanning tokens reads:
+    SENSITIVE, a word ending in "user" (the "user NAME" rule finds "user" at the end of a word and masks
+    the next token) and a word holding a month or weekday name (the date rules find one at the end of a
+    word and read the tokens after it). The time zone a date rule reads after the clock time (``EST``)
+    need not be excluded: a text with a date has its tokens merged, and such a text never stores under a
+    plan."""
+    if not 0 < len(tok) <= 64 or tok[-4:].lower() == b"user":
+        return False
+    if tok[0] in _LOWER_BYTES and _WORD_BYTES.issuperset(tok):
+        return tok not in SENSITIVE
     return (
-        0 < len(tok) <= 64 and tok[0] in _LOWER_BYTES and _WORD_BYTES.issuperset(tok) and tok not in SENSITIVE
+        len(tok) >= 8
+        and _LETTERS_ONE_DIGIT.fullmatch(tok) is not None
+        and not _HEX_BYTES.issuperset(tok)
+        and not any(w in tok for w in _CALENDAR)
     )
 
 
@@ -366,6 +392,7 @@ else:
         sorted(FILE_EXTS),
         sorted(w.decode() for w in SENSITIVE),
         _HTTP_METHODS,
+        [w.decode() for w in _CALENDAR],
     )
     key = _stage0.key
     lookup = _stage0.lookup
