@@ -381,3 +381,31 @@ def test_ready_says_whether_keys_run_in_c(tmp_path: Path) -> None:
     ready = [e for e in map(json.loads, p.stderr.splitlines()) if e.get("event") == "ready"]
     assert len(ready) == 1 and ready[0]["pattern_keys_in_c"] is tv.ACCELERATED
 
+
+def test_a_plan_cut_early_grows_again_once_the_structure_has() -> None:
+    """A text seen before its sub-group generalised cuts the plan (its template masks nothing); once
+    the structure has masked more, the plan grows again, so names and letter ids stop missing."""
+    pc = PatternCounter(Extractor(["service"], "message", []), 1000, 1 << 20)
+
+    def block(pairs: list[tuple[str, str]]) -> bytes:
+        msgs = [f"cron {n} skipped: previous run {i} still active" for n, i in pairs]
+        return b"".join(json.dumps({"service": "a", "message": m}).encode() + b"\n" for m in msgs)
+
+    uuid = "2678dac2-02fe-43ba-916b-0576c76cae5c"
+    pc.process_block(block([(n, uuid) for n in ["ann", "bob", "cyd", "dan", "eve", "fay"]]), 0.0)
+    assert pc._plans[("a",)][b"cron 8"][0] == (1,)
+    # alone in its sub-group: literal, so the plan is cut to nothing
+    pc.process_block(block([("gil", "QZszceMaSOMh")]), 0.0)
+    assert pc._plans[("a",)][b"cron 8"][0] == ()
+    # two more letter ids: the id position varies, the structure changes, the plan grows back
+    pc.process_block(block([("hal", "wNtMwVGPZQxz"), ("ivy", "fBlMeJuvDEry")]), 0.0)
+    assert pc._plans[("a",)][b"cron 8"][0] == (1, 5)
+    calls: list[str] = []
+    real = pc._lookup
+    pc._lookup = lambda k, m, now: calls.append(m) or real(k, m, now)  # type: ignore[method-assign]
+    fresh = [("jon", "RcEMOtFqJNVf"), ("kim", "oRKgQclqhrNuNgZK"), ("lee", "MkgZDePrfDAi")]
+    pc.process_block(block(fresh), 0.0)
+    assert calls == []
+    live = [p for p in pc.table.values() if p.absorbed_into is None]
+    assert [p.template for p in live if p.count] == ["cron <*> skipped: previous run <*> still active"]
+    assert sum(p.count for p in live) == 12

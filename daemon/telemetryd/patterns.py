@@ -180,7 +180,9 @@ class PatternCounter:
         # The plans of the second level's keys (typed_values.py), by raw key values: derived from what the
         # slow path saw. The structural stage works per key, so its plans do too.
         self._plans: dict[tuple[Any, ...], dict[bytes, Plan]] = {}
-        self._cut: set[tuple[tuple[Any, ...], bytes]] = set()
+        # Plans cut down, with the structural stage's generation at the cut (see _learn).
+        self._cut: dict[tuple[tuple[Any, ...], bytes], int] = {}
+        self._generation = 0
         self._block_path_off = 0
         # The first level is skipped while it mostly misses, if the key is C code (a speed choice only:
         # both levels give every text its own pattern).
@@ -209,7 +211,7 @@ class PatternCounter:
         self._fast0 = {}
         self._kcache = {}
         self._plans = {}
-        self._cut = set()
+        self._cut = {}
         self._structure_ready = False
 
     def _derive_structure(self) -> None:
@@ -260,6 +262,7 @@ class PatternCounter:
         self._live.setdefault(gk, []).append(p)
         changed = st.observe(key, tpl)
         if changed is not None:
+            self._generation += 1
             self._generalise(changed, now)
         while p.absorbed_into is not None:
             p = self.table[p.absorbed_into]
@@ -396,10 +399,13 @@ class PatternCounter:
                 if len(plans) >= FAST_CACHE_MAX:
                     plans.clear()
                 plans[pk] = plan
-        elif cur != plan and (raw_key, pk) not in self._cut:
-            # Grow a plan that was never cut (the structural stage masks more as it sees more) when this
-            # text may store under the grown one; a plan cut once stays as cut, so that two sub-groups
-            # under one plan key cannot make it swing back and forth.
+        elif cur != plan and self._cut.get((raw_key, pk), -1) < self._generation:
+            # Grow a plan (the structural stage masks more as it sees more) when this text may store
+            # under the grown one, unless it was cut since the structural stage last changed: two
+            # sub-groups under one plan key then cannot make it swing back and forth more often than the
+            # structure changes, which it does a bounded number of times. (A plan cut for good at the
+            # first cut stays cut by a text seen before its sub-group generalised: every later text
+            # with a name or id in that place misses.)
             blank0, keep0, _, numbers0 = cur
             if set(blank0) <= set(masked) and set(numbers0) <= set(numbers) and set(keep0) <= set(keep):
                 plans[pk] = plan
@@ -412,7 +418,7 @@ class PatternCounter:
                 set(a.blank) <= set(masked) and set(a.keep) >= set(keep) and set(a.numbers) <= set(numbers)
             ):
                 return masker.key_fn(text, plans)
-            self._cut.add((raw_key, a.key))
+            self._cut[(raw_key, a.key)] = self._generation
             # the plan applied, so its kept tokens are this text's: their shapes stay right
             now_kept = tuple(sorted({*a.keep, *keep}))
             plans[a.key] = (
