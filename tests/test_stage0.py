@@ -16,11 +16,13 @@ import string
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from telemetryd import typed_values as tv
+from telemetryd.events import EventSchema
 from telemetryd.masking import Masker
 from telemetryd.patterns import Extractor, PatternCounter, pattern_id
 from telemetryd.structure import Structure
@@ -168,6 +170,48 @@ def test_c_key_on_long_texts_and_many_tokens() -> None:
         assert tv.key(text, plans) == tv.key_py(text, plans)
 
 
+def test_c_lookup_events_is_the_python_one() -> None:
+    """The second level's block call: the same entries as the definition, by slot or by attribute,
+    misses where the raw key values are unknown, and the definition's errors."""
+    if not tv.ACCELERATED:
+        pytest.skip("the C accelerator is not built here")
+    from telemetryd import _stage0  # type: ignore[attr-defined]
+
+    schema = EventSchema(["service", "level"], "message")
+    rnd = random.Random(5)
+    msgs = ["user ann signed in", "user bob signed in", "disk /dev/sda at 91%", "héllo wörld 3", "x"]
+    lines = [
+        json.dumps({"service": rnd.choice(["a", "b", "c"]), "level": "i", "message": rnd.choice(msgs)})
+        for _ in range(300)
+    ]
+    events = [schema.decoder.decode(ln) for ln in lines]
+    plans = {b"user 4": ((1,), (), (), ())}
+    second: dict[Any, Any] = {
+        ("a", "i"): (plans, {tv.key_py(m, plans): m for m in msgs[::2]}),
+        ("b", "i"): ({}, {tv.key_py(m, {}): m.upper() for m in msgs}),
+    }
+    miss = object()
+    want = tv.lookup_events_py(events, schema.key_attrs, schema.template_attr, second, miss)
+    assert _stage0.lookup_events(events, schema.key_attrs, schema.template_attr, second, miss) == want
+    assert want.count(miss) not in (0, len(want))
+
+    class Plain:  # not a Struct: no slots, read by attribute
+        def __init__(self, ev: Any) -> None:
+            self.__dict__.update({a: getattr(ev, a) for a in ("f0", "f1", "f2")})
+
+    mixed = [Plain(ev) if i % 3 else ev for i, ev in enumerate(events)]
+    assert _stage0.lookup_events(mixed, schema.key_attrs, schema.template_attr, second, miss) == want
+    bad = [schema.decoder.decode(json.dumps({"service": "a", "level": "i", "message": 5}))]
+    for fn in (tv.lookup_events_py, _stage0.lookup_events):
+        with pytest.raises(TypeError):
+            fn(bad, schema.key_attrs, schema.template_attr, second, miss)
+        with pytest.raises(AttributeError):
+            fn([object()], schema.key_attrs, schema.template_attr, second, miss)
+    unhashable = [schema.decoder.decode(json.dumps({"service": ["a"], "level": "i", "message": "x"}))]
+    with pytest.raises(TypeError):
+        _stage0.lookup_events(unhashable, schema.key_attrs, schema.template_attr, second, miss)
+
+
 # --- soundness: the caches never change a count ---------------------------------------------------
 
 _TEMPLATES = [
@@ -298,6 +342,7 @@ def test_caches_never_change_a_count(
         pytest.skip("the C accelerator is not built here")
     if not accelerated:
         monkeypatch.setattr(tv, "key", tv.key_py)
+        monkeypatch.setattr(tv, "lookup_events", tv.lookup_events_py)
     events = _service_events(seed, 3000)
     assert _cached_table(events, block) == _uncached_table(events)
 
@@ -321,7 +366,7 @@ def test_plans_blank_names_only_where_the_structure_masks_them() -> None:
         for u in users
     )
     pc.process_block(block, 0.0)
-    plans = pc._plans[("a",)]
+    plans = pc._second[("a",)][0]
     assert any(plan[0] == (1,) for plan in plans.values()), plans
     calls = []
     real = pc._lookup
@@ -393,13 +438,13 @@ def test_a_plan_cut_early_grows_again_once_the_structure_has() -> None:
 
     uuid = "2678dac2-02fe-43ba-916b-0576c76cae5c"
     pc.process_block(block([(n, uuid) for n in ["ann", "bob", "cyd", "dan", "eve", "fay"]]), 0.0)
-    assert pc._plans[("a",)][b"cron 8"][0] == (1,)
+    assert pc._second[("a",)][0][b"cron 8"][0] == (1,)
     # alone in its sub-group: literal, so the plan is cut to nothing
     pc.process_block(block([("gil", "QZszceMaSOMh")]), 0.0)
-    assert pc._plans[("a",)][b"cron 8"][0] == ()
+    assert pc._second[("a",)][0][b"cron 8"][0] == ()
     # two more letter ids: the id position varies, the structure changes, the plan grows back
     pc.process_block(block([("hal", "wNtMwVGPZQxz"), ("ivy", "fBlMeJuvDEry")]), 0.0)
-    assert pc._plans[("a",)][b"cron 8"][0] == (1, 5)
+    assert pc._second[("a",)][0][b"cron 8"][0] == (1, 5)
     calls: list[str] = []
     real = pc._lookup
     pc._lookup = lambda k, m, now: calls.append(m) or real(k, m, now)  # type: ignore[method-assign]

@@ -7,6 +7,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+#include "structmember.h"
 
 static PyObject *fallback = NULL;
 
@@ -697,47 +698,103 @@ static PyObject *key(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return key_of(args[0], args[1]);
 }
 
-/* typed_values.lookup_py: for each text, cache.get((raw key, key(text, plans of that raw key)), miss) */
-static PyObject *lookup(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+/* Where type `tp` keeps attribute `name` as a plain object slot (a msgspec Struct field), or -1: read
+ * through PyObject_GetAttr then. */
+static Py_ssize_t slot_of(PyTypeObject *tp, PyObject *name) {
+    PyObject *d = _PyType_Lookup(tp, name);
+    if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)) return -1;
+    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+    return m->type == T_OBJECT_EX ? m->offset : -1;
+}
+
+/* ev.<name>, a new reference, through the slot when there is one */
+static inline PyObject *field(PyObject *ev, Py_ssize_t slot, PyObject *name) {
+    if (slot >= 0) {
+        PyObject *v = *(PyObject **)((char *)ev + slot);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+    }
+    return PyObject_GetAttr(ev, name);
+}
+
+#define MAXFIELDS 32
+
+/* typed_values.lookup_events_py: for each event, second[raw key] is (plans, entries) and the result is
+ * entries.get(key(text, plans), miss); miss where second has no raw key. */
+static PyObject *lookup_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "lookup(texts, raw_keys, plans_by_key, no_plans, cache, miss)");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "lookup_events(events, key_attrs, template_attr, second, miss)");
         return NULL;
     }
-    PyObject *texts = args[0], *raw_keys = args[1], *by_key = args[2], *no_plans = args[3];
-    PyObject *cache = args[4], *miss = args[5];
-    if (!PyList_Check(texts) || !PyList_Check(raw_keys) || !PyDict_Check(by_key) || !PyDict_Check(cache) ||
-        PyList_GET_SIZE(texts) != PyList_GET_SIZE(raw_keys)) {
-        PyErr_SetString(PyExc_TypeError, "lookup() takes two lists of one length and two dicts");
+    PyObject *events = args[0], *attrs = args[1], *tattr = args[2], *second = args[3], *miss = args[4];
+    if (!PyList_Check(events) || !PyTuple_Check(attrs) || !PyUnicode_Check(tattr) || !PyDict_Check(second) ||
+        PyTuple_GET_SIZE(attrs) > MAXFIELDS) {
+        PyErr_SetString(PyExc_TypeError, "lookup_events() takes a list, a tuple of names, a name and a dict");
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(texts);
+    Py_ssize_t n = PyList_GET_SIZE(events), nk = PyTuple_GET_SIZE(attrs);
+    for (Py_ssize_t f = 0; f < nk; f++)
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(attrs, f))) {
+            PyErr_SetString(PyExc_TypeError, "lookup_events() attribute names are str");
+            return NULL;
+        }
     PyObject *out = PyList_New(n);
     if (out == NULL) return NULL;
+    PyTypeObject *tp = NULL;
+    Py_ssize_t slots[MAXFIELDS], tslot = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *rk = PyList_GET_ITEM(raw_keys, i);
-        PyObject *plans = PyDict_GetItemWithError(by_key, rk);
-        if (plans == NULL) {
-            if (PyErr_Occurred()) goto fail;
-            plans = no_plans;
+        PyObject *ev = PyList_GET_ITEM(events, i);
+        if (Py_TYPE(ev) != tp) {
+            tp = Py_TYPE(ev);
+            for (Py_ssize_t f = 0; f < nk; f++) slots[f] = slot_of(tp, PyTuple_GET_ITEM(attrs, f));
+            tslot = slot_of(tp, tattr);
         }
-        PyObject *k = key_of(PyList_GET_ITEM(texts, i), plans);
-        if (k == NULL) goto fail;
-        PyObject *pair = PyTuple_Pack(2, rk, k);
-        Py_DECREF(k);
-        if (pair == NULL) goto fail;
-        PyObject *found = PyDict_GetItemWithError(cache, pair);
-        Py_DECREF(pair);
-        if (found == NULL) {
+        PyObject *rk = PyTuple_New(nk);
+        if (rk == NULL) goto fail;
+        for (Py_ssize_t f = 0; f < nk; f++) {
+            PyObject *v = field(ev, slots[f], PyTuple_GET_ITEM(attrs, f));
+            if (v == NULL) {
+                Py_DECREF(rk);
+                goto fail;
+            }
+            PyTuple_SET_ITEM(rk, f, v);
+        }
+        PyObject *sec = PyDict_GetItemWithError(second, rk);
+        Py_DECREF(rk);
+        PyObject *found = miss;
+        if (sec == NULL) {
             if (PyErr_Occurred()) goto fail;
-            found = miss;
+        } else {
+            if (!PyTuple_Check(sec) || PyTuple_GET_SIZE(sec) != 2 || !PyDict_Check(PyTuple_GET_ITEM(sec, 1))) {
+                PyErr_SetString(PyExc_TypeError, "lookup_events() second holds (plans, entries) pairs");
+                goto fail;
+            }
+            PyObject *text = field(ev, tslot, tattr);
+            if (text == NULL) goto fail;
+            Py_INCREF(sec); /* key_of may run Python code (the fallback for non-ASCII text) */
+            PyObject *k = key_of(text, PyTuple_GET_ITEM(sec, 0));
+            Py_DECREF(text);
+            if (k == NULL) {
+                Py_DECREF(sec);
+                goto fail;
+            }
+            found = PyDict_GetItemWithError(PyTuple_GET_ITEM(sec, 1), k);
+            Py_DECREF(k);
+            if (found == NULL && !PyErr_Occurred()) found = miss;
+            Py_XINCREF(found);
+            Py_DECREF(sec);
+            if (found == NULL) goto fail;
+            PyList_SET_ITEM(out, i, found);
+            continue;
         }
         Py_INCREF(found);
         PyList_SET_ITEM(out, i, found);
     }
     return out;
 fail:
-    /* the unset items are NULL, which list_dealloc skips */
     Py_DECREF(out);
     return NULL;
 }
@@ -799,7 +856,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"key", (PyCFunction)(void (*)(void))key, METH_FASTCALL, "typed_values.key_py, for ASCII text"},
-    {"lookup", (PyCFunction)(void (*)(void))lookup, METH_FASTCALL, "typed_values.lookup_py"},
+    {"lookup_events", (PyCFunction)(void (*)(void))lookup_events, METH_FASTCALL, "typed_values.lookup_events_py"},
     {"configure", configure, METH_VARARGS,
      "configure(fallback, max_chars, max_tokens, gtlds, not_tlds, file_exts, sensitive, http_methods, calendar)"},
     {NULL, NULL, 0, NULL},

@@ -73,6 +73,12 @@ class EventSchema:
         self.struct: type[msgspec.Struct] = msgspec.defstruct("Event", fields, gc=False)
         self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(self.struct)
         key_attrs = [attr[p.split(".", 1)[0]] for p in self.key_fields]
+        # The attributes the hot path's second level reads (typed_values.lookup_events): the raw key
+        # values and the text, when the template field is a top-level one.
+        self.key_attrs = tuple(key_attrs)
+        self.template_attr: str | None = (
+            attr[template_field] if template_field and "." not in template_field else None
+        )
         self.nested = any("." in p for p in self.key_fields)
         self._rests = [tuple(p.split(".")[1:]) for p in self.key_fields]
         # One getter per key field: the hot path zips their values with the message shape into one flat

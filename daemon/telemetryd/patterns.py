@@ -70,7 +70,8 @@ class _Marker:
 # unknown entry returns.
 EXACT = _Marker()
 MISS = _Marker()
-NO_PLANS: dict[bytes, Plan] = {}  # never written to
+# What a hot-path cache holds: a pattern, a marker, or None (the pattern table is full: overflow).
+Entry = PatternState | _Marker | None
 # When nearly every text of a block missed the first level even after it was taught (service
 # telemetry: every text has an id), this many blocks go straight to the second; then it is tried again.
 FIRST_LEVEL_SKIP = 16
@@ -175,11 +176,12 @@ class PatternCounter:
         # The second level, for events the first misses: (raw key values, typed_values.key of the text).
         # Ids and other typed values are gone from that key, and its plans blank the names and shorten
         # the numbers the structural stage and the rules mask, so service messages share entries.
-        self._fast0: dict[tuple[Any, ...], PatternState | _Marker | None] = {}
+        # By raw key values: the plans of their keys (typed_values.py; derived from what the slow path
+        # saw: the structural stage works per key, so its plans do too) and the entries by key. One
+        # dict lookup per event finds both; `_second_size` counts the entries, to bound them.
+        self._second: dict[tuple[Any, ...], tuple[dict[bytes, Plan], dict[Key, Entry]]] = {}
+        self._second_size = 0
         self._kcache: dict[tuple[Any, ...], tuple[str | None, ...]] = {}
-        # The plans of the second level's keys (typed_values.py), by raw key values: derived from what the
-        # slow path saw. The structural stage works per key, so its plans do too.
-        self._plans: dict[tuple[Any, ...], dict[bytes, Plan]] = {}
         # Plans cut down, with the structural stage's generation at the cut (see _learn).
         self._cut: dict[tuple[tuple[Any, ...], bytes], int] = {}
         self._generation = 0
@@ -208,9 +210,9 @@ class PatternCounter:
         self.skipped = dict(skipped)
         self.dirty = set()
         self._fast = {}
-        self._fast0 = {}
+        self._second = {}
+        self._second_size = 0
         self._kcache = {}
-        self._plans = {}
         self._cut = {}
         self._structure_ready = False
 
@@ -339,8 +341,10 @@ class PatternCounter:
         fast = self._fast
         if len(fast) >= FAST_CACHE_MAX:
             fast.clear()
-        if len(self._fast0) >= FAST_CACHE_MAX:
-            self._fast0.clear()
+        if self._second_size >= FAST_CACHE_MAX:
+            self._second.clear()
+            self._second_size = 0
+            self._cut.clear()
         if shape is not None and shape0 is not None and tpl is not None:
             # Shared by every text of this digit shape when the template this text gets now keeps no
             # digit: every piece with a digit is then masked by a rule or by the structural stage, which
@@ -351,19 +355,19 @@ class PatternCounter:
             key0: Key | None = shape0
             # A text with no digit whose template the structural stage left alone teaches no plan;
             # unless plans exist for its key values (one may need cutting), its key is shape0.
-            learns = final != tpl or HAS_DIGIT.search(text) is not None or raw_key in self._plans
+            sec = self._second.get(raw_key)
+            if sec is None:
+                sec = self._second[raw_key] = ({}, {})
+            plans, entries = sec
+            learns = final != tpl or HAS_DIGIT.search(text) is not None or bool(plans)
             if learns and ex.masker.plans_apply and plannable(text):
-                plans = self._plans.get(raw_key)
-                if plans is None:
-                    if len(self._plans) >= FAST_CACHE_MAX:
-                        self._plans.clear()
-                        self._cut.clear()
-                    plans = self._plans[raw_key] = {}
                 key0 = self._learn(raw_key, plans, text, prepared, tpl, final)
             if key0 is not None:
                 # Under a plan, the digits of the template are in kept tokens (_learn sees to it).
                 ok = shared if key0[:1] != b"\xff" else ex.masker.digits_are_one_class(prepared)
-                self._fast0[(raw_key, key0)] = p if ok else EXACT
+                if key0 not in entries:
+                    self._second_size += 1
+                entries[key0] = p if ok else EXACT
             if not shared:
                 fast[(*raw_key, text)] = p  # an EXACT shape's texts are looked up one by one
         elif raw_tpl is UNSET:
@@ -540,18 +544,19 @@ class PatternCounter:
         return len(found)
 
     def _second_level(self, events: list[Any]) -> list[Any]:
-        """The second level's entry of each event (or MISS): by (raw key values, typed_values.key)."""
+        """The second level's entry of each event (or MISS): by raw key values, then typed_values.key."""
         schema = self.ex.schema
-        getters = schema.key_getters
-        # (zip() of no key fields would be empty, not a () per event)
-        raw_keys = (
-            list(zip(*[map(get, events) for get in getters], strict=True)) if getters else [()] * len(events)
-        )
-        texts = list(map(schema.raw_template, events))
-        if self.ex.masker.plans_apply:
-            return typed_values.lookup(texts, raw_keys, self._plans, NO_PLANS, self._fast0, MISS)
-        keys = map(self.ex.masker.key_fn, texts, repeat(NO_PLANS))
-        return list(map(self._fast0.get, zip(raw_keys, keys, strict=True), repeat(MISS)))
+        tattr = schema.template_attr
+        if self.ex.masker.plans_apply and tattr is not None:
+            return typed_values.lookup_events(events, schema.key_attrs, tattr, self._second, MISS)
+        # User masks (the key is Masker.key_fn's) or a nested template field: the same, by the getters.
+        second = self._second
+        key_fn = self.ex.masker.key_fn
+        out: list[Any] = []
+        for ev in events:
+            sec = second.get(schema.raw_key(ev))
+            out.append(MISS if sec is None else sec[1].get(key_fn(schema.raw_template(ev), sec[0]), MISS))
+        return out
 
     def _teach_first(self, missed: list[Any], found0: list[Any]) -> None:
         """Give the first level the texts the second level had, by the first level's sharing rule
@@ -573,9 +578,8 @@ class PatternCounter:
         """The events no cache level had: an exact-only shape by text, the rest by the slow path."""
         schema = self.ex.schema
         fast = self._fast
-        fast0 = self._fast0
+        second = self._second
         key_fn = self.ex.masker.key_fn
-        plans = self._plans
         again = map(isinstance, found0, repeat(_Marker))
         for ev, f in compress(zip(missed, found0, strict=True), again):
             k, m = schema.raw_key(ev), schema.raw_template(ev)
@@ -584,7 +588,8 @@ class PatternCounter:
                 # An earlier event of this block may have taught the entry (or the plan) since the
                 # block was looked up: a block of one message's first thousand lines is one slow path.
                 try:
-                    p = fast0.get((k, key_fn(m, plans.get(k, NO_PLANS))), MISS)
+                    sec = second.get(k)
+                    p = MISS if sec is None else sec[1].get(key_fn(m, sec[0]), MISS)
                 except (TypeError, ValueError):  # an unhashable key value; a lone surrogate
                     p = MISS
                 if p is EXACT:

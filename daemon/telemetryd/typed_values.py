@@ -359,24 +359,26 @@ def learn(prepared: str, rule_template: str, template: str) -> tuple[list[bytes]
     return shapes, (blank, keep, tuple(shapes[j] for j in keep), collapse), plan_keys(shapes)[1 if one else 0]
 
 
-def lookup_py(
-    texts: list[str],
-    raw_keys: list[tuple[Any, ...]],
-    plans_by_key: dict[tuple[Any, ...], dict[bytes, Plan]],
-    no_plans: dict[bytes, Plan],
-    cache: dict[tuple[Any, ...], Any],
+def lookup_events_py(
+    events: list[Any],
+    key_attrs: tuple[str, ...],
+    template_attr: str,
+    second: dict[tuple[Any, ...], tuple[dict[bytes, Plan], dict[Key, Any]]],
     miss: Any,
 ) -> list[Any]:
-    """For each text, ``cache.get((raw key, key(text, its raw key's plans)), miss)``: the hot path's
-    second level in one call (one C loop when built)."""
-    return [
-        cache.get((rk, key(t, plans_by_key.get(rk, no_plans))), miss)
-        for t, rk in zip(texts, raw_keys, strict=True)
-    ]
+    """The hot path's second level in one call (one C loop when built): for each event, its raw key
+    values (the attributes `key_attrs`) name a (plans, entries) pair in `second`, and the result is
+    ``entries.get(key(text, plans), miss)``, the text being attribute `template_attr`; `miss` where
+    `second` has nothing for the raw key values (no key is computed then)."""
+    out = []
+    for ev in events:
+        sec = second.get(tuple(getattr(ev, a) for a in key_attrs))
+        out.append(miss if sec is None else sec[1].get(key(getattr(ev, template_attr), sec[0]), miss))
+    return out
 
 
 key: Callable[[str, dict[bytes, Plan]], Key] = key_py
-lookup: Callable[..., list[Any]] = lookup_py
+lookup_events: Callable[..., list[Any]] = lookup_events_py
 ACCELERATED = False
 try:
     from . import _stage0  # type: ignore[attr-defined]
@@ -395,5 +397,5 @@ else:
         [w.decode() for w in _CALENDAR],
     )
     key = _stage0.key
-    lookup = _stage0.lookup
+    lookup_events = _stage0.lookup_events
     ACCELERATED = True
