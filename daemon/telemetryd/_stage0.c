@@ -18,6 +18,8 @@ typedef struct {
     char **words;
     Py_ssize_t n;
     Py_ssize_t maxlen;
+    unsigned char first[256]; /* first[c]: some word starts with c */
+    unsigned long long lens;  /* bit l: some word has length l (l < 64) */
 } wordlist;
 static wordlist gtlds, not_tlds, file_exts, sensitive, http_methods, calendar;
 static Py_ssize_t max_chars = 1024;
@@ -340,6 +342,7 @@ static Py_ssize_t m_dashed(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, i
 }
 
 static int in_words(const wordlist *w, const unsigned char *t, Py_ssize_t len) {
+    if (len <= 0 || len >= 64 || !(w->lens >> len & 1) || !w->first[t[0]]) return 0;
     for (Py_ssize_t k = 0; k < w->n; k++)
         if (w->words[k][0] == (char)t[0] && (Py_ssize_t)strlen(w->words[k]) == len &&
             memcmp(w->words[k], t, (size_t)len) == 0)
@@ -582,11 +585,12 @@ static Py_ssize_t format_count(char *out, Py_ssize_t n) {
     return 1 + d;
 }
 
-static void put_mask(char *out, const char *flag, Py_ssize_t ntok, char which) {
-    unsigned long long m = 0;
-    for (Py_ssize_t j = 0; j < ntok && j < 64; j++)
-        if (flag[j] == which) m |= 1ULL << j;
-    for (int k = 0; k < 8; k++) out[k] = (char)((m >> (8 * k)) & 0xff);
+/* the blanked, kept and collapsed positions (flags 1, 2, 3) as three 64-bit little-endian masks */
+static void put_masks(char *out, const char *flag, Py_ssize_t ntok) {
+    unsigned long long m[4] = {0, 0, 0, 0};
+    for (Py_ssize_t j = 0; j < ntok && j < 64; j++) m[(unsigned char)flag[j] & 3] |= 1ULL << j;
+    for (int w = 1; w <= 3; w++)
+        for (int k = 0; k < 8; k++) out[8 * (w - 1) + k] = (char)((m[w] >> (8 * k)) & 0xff);
 }
 
 /* the key under the plan that applies (typed_values.apply_plan), or NULL: no plan (no error set) */
@@ -615,9 +619,7 @@ static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned cha
     if (res == NULL) return NULL;
     char *r = PyBytes_AS_STRING(res);
     r[0] = (char)0xff;
-    put_mask(r + 1, flag, ntok, 1);
-    put_mask(r + 9, flag, ntok, 2);
-    put_mask(r + 17, flag, ntok, 3);
+    put_masks(r + 1, flag, ntok);
     Py_ssize_t o = 25, prev = 0;
     for (Py_ssize_t j = 0; j < ntok; j++) {
         memcpy(r + o, shape + prev, (size_t)(ts[j] - prev));
@@ -641,6 +643,21 @@ static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned cha
     return res;
 }
 
+/* typed_values._SPLIT_MISMATCH: any of \x1c-\x1f in s[0:n], eight bytes at a time */
+static int split_mismatch(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        unsigned long long v;
+        memcpy(&v, s + k, 8);
+        /* a byte of v is 0 exactly where the text has 0x1c-0x1f */
+        v = (v ^ 0x1c1c1c1c1c1c1c1cULL) & 0xfcfcfcfcfcfcfcfcULL;
+        if ((v - 0x0101010101010101ULL) & ~v & 0x8080808080808080ULL) return 1;
+    }
+    for (; k < n; k++)
+        if (s[k] >= 0x1c && s[k] <= 0x1f) return 1;
+    return 0;
+}
+
 static PyObject *key_of(PyObject *text, PyObject *plans) {
     if (!PyUnicode_Check(text)) {
         PyErr_SetString(PyExc_TypeError, "key() text must be str");
@@ -660,24 +677,31 @@ static PyObject *key_of(PyObject *text, PyObject *plans) {
     if (raw == NULL) return PyErr_NoMemory();
     unsigned char *shape = raw == small ? small + sizeof(small) / 2 : raw + 2 * n + 16;
     Py_ssize_t len = stage0(s, n, raw);
-    for (Py_ssize_t k = 0; k < len; k++) shape[k] = (raw[k] >= '1' && raw[k] <= '9') ? '0' : raw[k];
     PyObject *result = NULL;
-    int plannable = PyDict_Check(plans) && PyDict_GET_SIZE(plans) > 0 && n < max_chars;
-    for (Py_ssize_t k = 0; plannable && k < n; k++)
-        if (s[k] >= 0x1c && s[k] <= 0x1f) plannable = 0;
-    if (plannable) {
-        Py_ssize_t ts[MAXTOK], te[MAXTOK], ntok = 0, k = 0;
-        while (k < len) {
-            while (k < len && is_space(shape[k])) k++;
-            if (k >= len) break;
-            if (ntok >= max_tokens || ntok >= MAXTOK) {
-                ntok = -1;
-                break;
+    int plannable = PyDict_Check(plans) && PyDict_GET_SIZE(plans) > 0 && n < max_chars && !split_mismatch(s, n);
+    if (!plannable) {
+        for (Py_ssize_t k = 0; k < len; k++) shape[k] = (raw[k] >= '1' && raw[k] <= '9') ? '0' : raw[k];
+    } else {
+        /* the shape and its tokens (white-space separated) in one pass */
+        Py_ssize_t ts[MAXTOK], te[MAXTOK], ntok = 0;
+        int in_tok = 0;
+        for (Py_ssize_t k = 0; k < len; k++) {
+            unsigned char c = raw[k];
+            shape[k] = (c >= '1' && c <= '9') ? '0' : c;
+            if (is_space(c)) {
+                if (in_tok) te[ntok++] = k;
+                in_tok = 0;
+            } else if (!in_tok) {
+                if (ntok >= max_tokens || ntok >= MAXTOK) {
+                    ntok = -1;
+                    for (Py_ssize_t m = k; m < len; m++) shape[m] = (raw[m] >= '1' && raw[m] <= '9') ? '0' : raw[m];
+                    break;
+                }
+                ts[ntok] = k;
+                in_tok = 1;
             }
-            ts[ntok] = k;
-            while (k < len && !is_space(shape[k])) k++;
-            te[ntok++] = k;
         }
+        if (in_tok) te[ntok++] = len;
         if (ntok >= 2) {
             result = planned(plans, raw, shape, len, ts, te, ntok);
             if (result == NULL && PyErr_Occurred()) goto done;
@@ -827,6 +851,17 @@ static int take_words(PyObject *seq, wordlist *w) {
     w->words = words;
     w->n = n;
     w->maxlen = maxlen;
+    memset(w->first, 0, sizeof(w->first));
+    w->lens = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        size_t l = strlen(words[k]);
+        if (l == 0 || l >= 64) {
+            PyErr_SetString(PyExc_ValueError, "a word list's words have 1 to 63 characters");
+            return -1;
+        }
+        w->first[(unsigned char)words[k][0]] = 1;
+        w->lens |= 1ULL << l;
+    }
     return 0;
 }
 

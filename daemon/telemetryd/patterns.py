@@ -509,7 +509,7 @@ class PatternCounter:
         if tally.pop(MISS, 0) + tally.pop(EXACT, 0):
             missed = list(compress(events, map(isinstance, found, repeat(_Marker))))
             if one_level:
-                found0: list[Any] = [f for f in found if isinstance(f, _Marker)]
+                found0: list[Any] = list(compress(found, map(isinstance, found, repeat(_Marker))))
             else:
                 # The second level, still in C per event: the few events it misses too run Python.
                 try:
