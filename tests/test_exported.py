@@ -347,3 +347,62 @@ def test_new_patterns_are_described_when_every_series_is_taken() -> None:
     described = [k for k in m if k.startswith("telemetryd_pattern_info{")]
     assert len(described) == RECENT_PATTERNS + 1  # p0 with its series, the last RECENT_PATTERNS
     assert not any('pattern_id="p1"' in k for k in described)  # dropped out of the recent ones
+
+
+def test_metrics_app_serves_the_whole_registry_and_each_durable_record() -> None:
+    """/metrics renders the committed families once per durable record and splices them in: the text
+    has every family the whole registry has (either format, gzip too), one OpenMetrics end marker, and
+    a new durable record shows at the next scrape."""
+    import gzip
+
+    from prometheus_client.exposition import choose_encoder
+    from telemetryd.listener import metrics_app
+    from telemetryd.metrics import Metrics
+
+    m = Metrics(100, ["k"], 10)
+    p = pattern("p", 0)
+    p.export_base = 0
+    m.exported.recovered(load_offsets("/nonexistent"), 0, 0, {}, 1, [p])
+    app = metrics_app(m)
+    renders = []
+    real = m.exported.collect
+    m.exported.collect = lambda: renders.append(1) or real()  # type: ignore[method-assign]
+
+    def get(accept: str = "", encoding: str = "") -> tuple[dict[str, str], bytes]:
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": "/metrics",
+            "QUERY_STRING": "",
+            "HTTP_ACCEPT": accept,
+        }
+        environ["HTTP_ACCEPT_ENCODING"] = encoding
+        got: dict[str, str] = {}
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> None:
+            got.update(headers, status=status)
+
+        return got, b"".join(app(environ, start))
+
+    def ours(text: bytes) -> set[str]:  # the process and GC samples move between two renders
+        return {ln for ln in text.decode().splitlines() if ln.startswith(("telemetryd_", "# HELP", "# TYPE"))}
+
+    for accept in ("", "application/openmetrics-text; version=1.0.0"):
+        headers, body = get(accept)
+        encoder, content_type = choose_encoder(accept)
+        assert headers["status"] == "200 OK" and headers["Content-Type"] == content_type
+        assert ours(body) == ours(encoder(m.registry))
+        assert body.count(b"# EOF") == (1 if accept else 0) and body.endswith(b"# EOF\n" if accept else b"\n")
+        assert b"telemetryd_events_total 0.0" in body
+    headers, zipped = get("", "gzip")
+    assert headers["Content-Encoding"] == "gzip" and ours(gzip.decompress(zipped)) == ours(get()[1])
+    n = len(renders)
+    get()
+    assert len(renders) == n  # the same view: rendered once per content type
+    p.count = 5
+    m.exported.on_durable(m.exported.capture(5, 0, {}, 1, [p]))
+    body = get()[1]
+    assert len(renders) == n + 1
+    assert (
+        b"telemetryd_events_total 5.0" in body
+        and b'telemetryd_pattern_events_total{k="k",pattern_id="p"} 5.0' in body
+    )

@@ -162,7 +162,7 @@ class Daemon:
             try:
                 self.http = listener.serve(
                     self.cfg,
-                    self.metrics.registry,
+                    self.metrics,
                     self.health,
                     lambda e: self.log.error("web_config", error=e),
                 )

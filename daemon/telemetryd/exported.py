@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Protocol
 
 import msgspec
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from .checkpoint import write_file_durably
 from .events import SKIP_REASONS
@@ -196,6 +196,12 @@ class ExportedCounts(Collector):
         self._ids: tuple[str, ...] = ()
         self._recent: tuple[tuple[str, Info], ...] = ()
         self._recent_last: PatternState | None = None
+        # The text of these families, by content type, for the view it was rendered from: it changes
+        # once per durable record, while a dashboard or a tight loop may scrape far more often, and on
+        # service telemetry it is most of /metrics (a pattern_info series per pattern with a template).
+        self._text: tuple[View | None, dict[str, bytes]] = (None, {})
+        self._alone = CollectorRegistry(auto_describe=False)
+        self._alone.register(self)
 
     # --- main thread -------------------------------------------------------------------------------
 
@@ -260,6 +266,20 @@ class ExportedCounts(Collector):
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families(None))
+
+    def exposition(self, encoder: Callable[[CollectorRegistry], bytes], content_type: str) -> bytes:
+        """These families as `encoder` writes them (prometheus_client's choose_encoder), rendered once
+        per published view and content type."""
+        v = self._view
+        seen, texts = self._text
+        if seen is not v or v is None:
+            texts = {}
+        text = texts.get(content_type)
+        if text is None:
+            text = encoder(self._alone)
+            if v is not None and v is self._view:  # not replaced while rendering: keep it
+                self._text = (v, {**texts, content_type: text})
+        return text
 
     def collect(self) -> Iterable[Metric]:
         return list(self._families(self._view))

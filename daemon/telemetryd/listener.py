@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from .config import Config, parse_listen
 from .httpserver import App, Environ, HttpServer, StartResponse, WebConfigSource, group_id
+from .metrics import Metrics
 from .patterns_api import BadQuery, PatternsReader, StateUnavailable, parse_query
 from .webconfig import Authenticator, WebConfigError, load
 
@@ -39,8 +43,38 @@ def _text(start_response: StartResponse, status: str, body: str, *extra: tuple[s
     return [body.encode()]
 
 
-def make_app(registry: CollectorRegistry, health: Health, patterns: PatternsReader | None = None) -> App:
-    metrics_app = make_wsgi_app(registry)
+EOF = b"# EOF\n"
+
+
+def metrics_app(metrics: Metrics) -> App:
+    """/metrics: the live families rendered at each scrape, the committed counts and per-pattern series
+    (exported.py) as rendered once per durable record; what prometheus_client's app does otherwise
+    (content type by Accept, gzip, OPTIONS, ?name[]= through the whole registry)."""
+    whole = make_wsgi_app(metrics.registry)
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        params = parse_qs(environ.get("QUERY_STRING", ""))
+        if environ.get("REQUEST_METHOD") != "GET" or "name[]" in params:
+            return whole(environ, start_response)  # type: ignore[no-any-return]
+        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        body = encoder(metrics.live)
+        committed = metrics.exported.exposition(encoder, content_type)
+        if body.endswith(EOF) and committed.endswith(EOF):  # OpenMetrics: one end marker, at the end
+            body = body[: -len(EOF)] + committed
+        else:
+            body += committed
+        headers = [("Content-Type", content_type)]
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            body = gzip.compress(body)
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return [body]
+
+    return app
+
+
+def make_app(metrics: Metrics, health: Health, patterns: PatternsReader | None = None) -> App:
+    metrics_get = metrics_app(metrics)
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -63,7 +97,7 @@ def make_app(registry: CollectorRegistry, health: Health, patterns: PatternsRead
                 "ready\n" if ok else "not ready\n",
             )
         if path in ("/metrics", "/"):
-            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            return metrics_get(environ, start_response)
         if path == "/patterns" and patterns is not None:
             try:
                 doc = patterns.document(parse_query(environ.get("QUERY_STRING", "")))
@@ -148,7 +182,7 @@ def _socket_gid(group: str) -> int:
 
 
 def serve(
-    cfg: Config, registry: CollectorRegistry, health: Health, on_error: Callable[[str], None]
+    cfg: Config, metrics: Metrics, health: Health, on_error: Callable[[str], None]
 ) -> HttpServer | None:
     """Start the listener `cfg.metrics` describes, or return None when it is off.
 
@@ -161,7 +195,7 @@ def serve(
     web = WebConfigSource(m.web_config, on_error) if m.web_config else None
     gid = _socket_gid(m.socket_group)
     reader = PatternsReader(cfg.checkpoint.state_dir, cfg.patterns.key_fields, m.expose_examples)
-    app = make_app(registry, health, reader)
+    app = make_app(metrics, health, reader)
     if web is not None:
         app = guard(app, web)
     return HttpServer(address, app, web, int(m.socket_mode, 8), gid)

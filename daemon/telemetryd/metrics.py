@@ -6,7 +6,7 @@ difference, so the hot path never touches a metric object.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import (
@@ -18,6 +18,8 @@ from prometheus_client import (
     platform_collector,
     process_collector,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from . import __version__
 from .exported import ExportedCounts
@@ -63,16 +65,29 @@ class Stats:
     truncate_loss_windows: int = 0
 
 
+class _Both(Collector):
+    def __init__(self, live: CollectorRegistry, exported: ExportedCounts) -> None:
+        self.live, self.exported = live, exported
+
+    def collect(self) -> Iterable[Metric]:
+        return [*self.live.collect(), *self.exported.collect()]
+
+
 class Metrics:
     def __init__(self, max_patterns: int, key_fields: Sequence[str] = (), pattern_series: int = 0) -> None:
-        r = self.registry = CollectorRegistry()
+        # Two registries: `live`, rendered at every scrape, and the committed event counters and
+        # per-pattern series (exported.py), rendered once per durable record (listener.metrics_app);
+        # `registry` is both, for anything that wants every family at once.
+        r = self.live = CollectorRegistry()
         process_collector.ProcessCollector(registry=r)
         platform_collector.PlatformCollector(registry=r)
         gc_collector.GCCollector(registry=r)
-        # The committed event counters and per-pattern series (exported.py); the counter below is this
-        # process's own view of what it has read, committed or not.
+        # The counter below (events_read) is this process's own view of what it has read, committed or
+        # not.
         self.exported = ExportedCounts(key_fields, pattern_series)
-        r.register(self.exported)
+        # (no describe(): the registry then lets ?name[]= filter what it collects, whatever it holds)
+        self.registry = CollectorRegistry(support_collectors_without_names=True)
+        self.registry.register(_Both(r, self.exported))
         self.events_read = Counter(
             "telemetryd_events_read",
             "Events counted by this process since it started, committed or not (resets at restart)",
