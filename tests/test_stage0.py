@@ -171,8 +171,8 @@ def test_c_key_on_long_texts_and_many_tokens() -> None:
 
 
 def test_c_lookup_events_is_the_python_one() -> None:
-    """The second level's block call: the same entries as the definition, by slot or by attribute,
-    misses where the raw key values are unknown, and the definition's errors."""
+    """The two levels' block calls: the same entries as the definitions, by slot or by attribute,
+    misses where the raw key values are unknown, and the definitions' errors."""
     if not tv.ACCELERATED:
         pytest.skip("the C accelerator is not built here")
     from telemetryd import _stage0  # type: ignore[attr-defined]
@@ -210,6 +210,24 @@ def test_c_lookup_events_is_the_python_one() -> None:
     unhashable = [schema.decoder.decode(json.dumps({"service": ["a"], "level": "i", "message": "x"}))]
     with pytest.raises(TypeError):
         _stage0.lookup_events(unhashable, schema.key_attrs, schema.template_attr, second, miss)
+
+    # the first level: by (raw key values, digit shape of the UTF-8 text)
+    fast: dict[Any, Any] = {}
+    for ev in events:
+        if ev.f0 != "c":
+            fast[(ev.f0, ev.f1, ev.f2.encode().translate(tv.DIGIT_SHAPE))] = ev.f2
+    want = tv.first_level_py(events, schema.key_attrs, schema.template_attr, fast, miss)
+    assert _stage0.first_level(events, schema.key_attrs, schema.template_attr, fast, miss) == want
+    assert _stage0.first_level(mixed, schema.key_attrs, schema.template_attr, fast, miss) == want
+    assert want.count(miss) not in (0, len(want))
+    surrogate = [schema.struct(f0="a", f1="i", f2="\ud800 x")]  # (not from the decoder, which refuses it)
+    for fn in (tv.first_level_py, _stage0.first_level):
+        with pytest.raises(TypeError):
+            fn(bad, schema.key_attrs, schema.template_attr, fast, miss)
+        with pytest.raises(UnicodeEncodeError):
+            fn(surrogate, schema.key_attrs, schema.template_attr, fast, miss)
+        with pytest.raises(TypeError):
+            fn(unhashable, schema.key_attrs, schema.template_attr, fast, miss)
 
 
 # --- soundness: the caches never change a count ---------------------------------------------------
@@ -343,6 +361,7 @@ def test_caches_never_change_a_count(
     if not accelerated:
         monkeypatch.setattr(tv, "key", tv.key_py)
         monkeypatch.setattr(tv, "lookup_events", tv.lookup_events_py)
+        monkeypatch.setattr(tv, "first_level", tv.first_level_py)
     events = _service_events(seed, 3000)
     assert _cached_table(events, block) == _uncached_table(events)
 

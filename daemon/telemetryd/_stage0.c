@@ -823,6 +823,93 @@ fail:
     return NULL;
 }
 
+/* typed_values.first_level_py: for each event, fast.get((*raw key values, digit shape of the text), miss),
+ * the digit shape being the text's UTF-8 with the ASCII digits 1-9 made 0 (a TypeError for a text that
+ * is not a str, UnicodeEncodeError for one that cannot be encoded). */
+static PyObject *first_level(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "first_level(events, key_attrs, template_attr, fast, miss)");
+        return NULL;
+    }
+    PyObject *events = args[0], *attrs = args[1], *tattr = args[2], *fast = args[3], *miss = args[4];
+    if (!PyList_Check(events) || !PyTuple_Check(attrs) || !PyUnicode_Check(tattr) || !PyDict_Check(fast) ||
+        PyTuple_GET_SIZE(attrs) > MAXFIELDS) {
+        PyErr_SetString(PyExc_TypeError, "first_level() takes a list, a tuple of names, a name and a dict");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(events), nk = PyTuple_GET_SIZE(attrs);
+    for (Py_ssize_t f = 0; f < nk; f++)
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(attrs, f))) {
+            PyErr_SetString(PyExc_TypeError, "first_level() attribute names are str");
+            return NULL;
+        }
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    PyTypeObject *tp = NULL;
+    Py_ssize_t slots[MAXFIELDS], tslot = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ev = PyList_GET_ITEM(events, i);
+        if (Py_TYPE(ev) != tp) {
+            tp = Py_TYPE(ev);
+            for (Py_ssize_t f = 0; f < nk; f++) slots[f] = slot_of(tp, PyTuple_GET_ITEM(attrs, f));
+            tslot = slot_of(tp, tattr);
+        }
+        PyObject *k = PyTuple_New(nk + 1);
+        if (k == NULL) goto fail;
+        for (Py_ssize_t f = 0; f < nk; f++) {
+            PyObject *v = field(ev, slots[f], PyTuple_GET_ITEM(attrs, f));
+            if (v == NULL) {
+                Py_DECREF(k);
+                goto fail;
+            }
+            PyTuple_SET_ITEM(k, f, v);
+        }
+        PyObject *text = field(ev, tslot, tattr);
+        if (text == NULL) {
+            Py_DECREF(k);
+            goto fail;
+        }
+        if (!PyUnicode_Check(text)) {
+            Py_DECREF(text);
+            Py_DECREF(k);
+            PyErr_SetString(PyExc_TypeError, "first_level() texts must be str");
+            goto fail;
+        }
+        const char *u;
+        Py_ssize_t ulen;
+        if (PyUnicode_IS_ASCII(text)) {
+            u = (const char *)PyUnicode_DATA(text);
+            ulen = PyUnicode_GET_LENGTH(text);
+        } else {
+            u = PyUnicode_AsUTF8AndSize(text, &ulen);
+        }
+        PyObject *shape = u == NULL ? NULL : PyBytes_FromStringAndSize(NULL, ulen);
+        if (shape != NULL) {
+            char *d = PyBytes_AS_STRING(shape);
+            for (Py_ssize_t c = 0; c < ulen; c++) d[c] = (u[c] >= '1' && u[c] <= '9') ? '0' : u[c];
+        }
+        Py_DECREF(text);
+        if (shape == NULL) {
+            Py_DECREF(k);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(k, nk, shape);
+        PyObject *found = PyDict_GetItemWithError(fast, k);
+        Py_DECREF(k);
+        if (found == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            found = miss;
+        }
+        Py_INCREF(found);
+        PyList_SET_ITEM(out, i, found);
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static int take_words(PyObject *seq, wordlist *w) {
     PyObject *fast = PySequence_Fast(seq, "a word list must be a sequence of str");
     if (fast == NULL) return -1;
@@ -892,6 +979,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"key", (PyCFunction)(void (*)(void))key, METH_FASTCALL, "typed_values.key_py, for ASCII text"},
     {"lookup_events", (PyCFunction)(void (*)(void))lookup_events, METH_FASTCALL, "typed_values.lookup_events_py"},
+    {"first_level", (PyCFunction)(void (*)(void))first_level, METH_FASTCALL, "typed_values.first_level_py"},
     {"configure", configure, METH_VARARGS,
      "configure(fallback, max_chars, max_tokens, gtlds, not_tlds, file_exts, sensitive, http_methods, calendar)"},
     {NULL, NULL, 0, NULL},

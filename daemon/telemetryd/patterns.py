@@ -494,7 +494,11 @@ class PatternCounter:
         try:
             if one_level:
                 found = self._second_level(events)
-            else:
+            elif schema.template_attr is not None:
+                found = typed_values.first_level(
+                    events, schema.key_attrs, schema.template_attr, self._fast, MISS
+                )
+            else:  # no template field, or a nested one
                 keys = [map(get, events) for get in schema.key_getters]
                 if schema.template_field:
                     texts = map(str.encode, map(schema.raw_template, events))

@@ -377,8 +377,29 @@ def lookup_events_py(
     return out
 
 
+def first_level_py(
+    events: list[Any],
+    key_attrs: tuple[str, ...],
+    template_attr: str,
+    fast: dict[tuple[Any, ...], Any],
+    miss: Any,
+) -> list[Any]:
+    """The hot path's first level in one call (one C loop when built): for each event,
+    ``fast.get((*raw key values, digit shape of the text), miss)``, the digit shape being
+    ``text.encode().translate(DIGIT_SHAPE)`` (TypeError for a text that is not a str)."""
+    out = []
+    for ev in events:
+        text = getattr(ev, template_attr)
+        if type(text) is not str:
+            raise TypeError("first_level() texts must be str")
+        k = (*(getattr(ev, a) for a in key_attrs), text.encode().translate(DIGIT_SHAPE))
+        out.append(fast.get(k, miss))
+    return out
+
+
 key: Callable[[str, dict[bytes, Plan]], Key] = key_py
 lookup_events: Callable[..., list[Any]] = lookup_events_py
+first_level: Callable[..., list[Any]] = first_level_py
 ACCELERATED = False
 try:
     from . import _stage0  # type: ignore[attr-defined]
@@ -398,4 +419,5 @@ else:
     )
     key = _stage0.key
     lookup_events = _stage0.lookup_events
+    first_level = _stage0.first_level
     ACCELERATED = True
