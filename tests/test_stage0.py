@@ -59,7 +59,7 @@ def test_make_test_builds_the_accelerator() -> None:
     ],
 )
 def test_stage0_rules(text: str, stage0: str) -> None:
-    assert tv.stage0(text) == stage0
+    assert tv.stage0(text) == tv.stage0_py(text) == stage0
     assert tv.key(text, {}) == tv.key_py(text, {}) == stage0.encode().translate(tv.DIGIT_SHAPE)
 
 
@@ -154,6 +154,7 @@ def _plans_for(text: str, rnd: random.Random) -> dict[bytes, tv.Plan]:
 @given(_TEXTS, st.integers(0, 2**32))
 def test_c_key_is_the_python_key(text: str, seed: int) -> None:
     plans = _plans_for(text, random.Random(seed))
+    assert tv.stage0(text) == tv.stage0_py(text)
     assert tv.key(text, {}) == tv.key_py(text, {})
     assert tv.key(text, plans) == tv.key_py(text, plans)
 
@@ -362,6 +363,7 @@ def test_caches_never_change_a_count(
         monkeypatch.setattr(tv, "key", tv.key_py)
         monkeypatch.setattr(tv, "lookup_events", tv.lookup_events_py)
         monkeypatch.setattr(tv, "first_level", tv.first_level_py)
+        monkeypatch.setattr(tv, "_stage0_ascii", None)
     events = _service_events(seed, 3000)
     assert _cached_table(events, block) == _uncached_table(events)
 

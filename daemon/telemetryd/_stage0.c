@@ -713,6 +713,23 @@ done:
     return result;
 }
 
+/* typed_values.stage0_py for an ASCII text (ValueError for any other: the caller hands those to Python) */
+static PyObject *stage0_text(PyObject *self, PyObject *text) {
+    (void)self;
+    if (!PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)) {
+        PyErr_SetString(PyExc_ValueError, "stage0() takes an ASCII str");
+        return NULL;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    unsigned char small[1024];
+    unsigned char *out = 2 * n + 16 <= (Py_ssize_t)sizeof(small) ? small : PyMem_Malloc((size_t)(2 * n + 16));
+    if (out == NULL) return PyErr_NoMemory();
+    Py_ssize_t len = stage0((const unsigned char *)PyUnicode_DATA(text), n, out);
+    PyObject *res = PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, out, len);
+    if (out != small) PyMem_Free(out);
+    return res;
+}
+
 static PyObject *key(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 2) {
@@ -979,6 +996,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"key", (PyCFunction)(void (*)(void))key, METH_FASTCALL, "typed_values.key_py, for ASCII text"},
     {"lookup_events", (PyCFunction)(void (*)(void))lookup_events, METH_FASTCALL, "typed_values.lookup_events_py"},
+    {"stage0", stage0_text, METH_O, "typed_values.stage0_py, for an ASCII text"},
     {"first_level", (PyCFunction)(void (*)(void))first_level, METH_FASTCALL, "typed_values.first_level_py"},
     {"configure", configure, METH_VARARGS,
      "configure(fallback, max_chars, max_tokens, gtlds, not_tlds, file_exts, sensitive, http_methods, calendar)"},

@@ -163,9 +163,14 @@ def _replace(m: re.Match[str]) -> str:
     return _P
 
 
-def stage0(text: str) -> str:
+def stage0_py(text: str) -> str:
     """The text the rest of the rules see: every typed value replaced with ``<*>``."""
     return _STAGE0.sub(_replace, text)
+
+
+def stage0(text: str) -> str:
+    """stage0_py, in C for ASCII text when the accelerator is built (the slow path runs it per miss)."""
+    return _stage0_ascii(text) if _stage0_ascii is not None and text.isascii() else stage0_py(text)
 
 
 DIGIT_SHAPE = bytes.maketrans(b"123456789", b"000000000")
@@ -324,7 +329,7 @@ def apply_plan(raw: bytes, shape: bytes, plans: dict[bytes, Plan]) -> bytes:
 
 def key_py(text: str, plans: dict[bytes, Plan]) -> Key:
     """The cache key of a text: its stage-0 text, UTF-8, every ASCII digit made ``0``, under its plan."""
-    raw = stage0(text).encode()
+    raw = stage0_py(text).encode()
     shape = raw.translate(DIGIT_SHAPE)
     if plans and plannable(text):
         return apply_plan(raw, shape, plans)
@@ -401,6 +406,7 @@ key: Callable[[str, dict[bytes, Plan]], Key] = key_py
 lookup_events: Callable[..., list[Any]] = lookup_events_py
 first_level: Callable[..., list[Any]] = first_level_py
 ACCELERATED = False
+_stage0_ascii: Callable[[str], str] | None = None
 try:
     from . import _stage0  # type: ignore[attr-defined]
 except ImportError:  # no compiler where it was installed: the pure pass is the same, only slower
@@ -420,4 +426,5 @@ else:
     key = _stage0.key
     lookup_events = _stage0.lookup_events
     first_level = _stage0.first_level
+    _stage0_ascii = _stage0.stage0
     ACCELERATED = True
