@@ -135,7 +135,6 @@ _MERGES = (("<*><*>", _P), ("<*>.<*>", _P), ("<<*>>", _P), ("<*>>", _P))
 _SHAPE_UNSAFE = re.compile(
     r"sha0|x00_00|i000|utf-0|ucs-0|iso-0|windows-0|bf00|0x|[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.0"
 )
-_STR_SHAPE = str.maketrans("123456789", "000000000")
 
 
 def _is_var_word(w: str) -> bool:
@@ -264,6 +263,7 @@ class Masker:
         # Masked form of each token seen: tokens recur far more than whole messages do. Bounded and
         # exact (a token's masked form depends on the token alone), so the output stays a pure function.
         self._tokens: dict[str, str] = {}
+        self._one_class: tuple[str | None, bool] = (None, False)
 
     def shared_by_shape(self, text: str, template: str) -> bool:
         """True if `template` (of `text`) is the template of every text with the digit shape of `text`.
@@ -276,7 +276,16 @@ class Masker:
     def digits_are_one_class(self, text: str) -> bool:
         """True if every rule treats the digits of `text` alike (none stands where a rule reads which
         digit it is: ``sha256``, ``0x``, a PCI function)."""
-        return not self._extra and not _SHAPE_UNSAFE.search(text.translate(_STR_SHAPE).lower())
+        if self._extra:
+            return False
+        # The slow path asks this of one text two or three times in a row.
+        if text is self._one_class[0]:
+            return self._one_class[1]
+        # (str.translate with a dict is ten times slower than bytes.translate, and the same here)
+        shape = text.encode("utf-8", "surrogatepass").translate(DIGIT_SHAPE).decode("utf-8", "surrogatepass")
+        ok = _SHAPE_UNSAFE.search(shape.lower()) is None
+        self._one_class = (text, ok)
+        return ok
 
     def prepare(self, text: str) -> str:
         """User masks, then stage 0: the text the rest of the rules see (a cache key for the template)."""
