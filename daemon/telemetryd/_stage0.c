@@ -523,13 +523,136 @@ static int is_number(const unsigned char *t, Py_ssize_t len) {
     return k == len;
 }
 
+/* Objects by content, so that a key made again is the object made before: its hash is then cached and
+ * nothing is allocated. The keys of the caches repeat far more than texts do (a planned key stands for
+ * every text of its template; a plan key for every text of its first tokens; key values for every event
+ * of a service). A pure speed-up: a slot is reused only when its object has exactly the content wanted,
+ * and a new content replaces the slot's object. Bounded: ISLOTS objects. */
+#define ISLOTS 16384
+typedef struct {
+    PyObject *obj;
+    unsigned long long h;
+} islot;
+static islot itab[ISLOTS];
+
+static inline unsigned long long mix(unsigned long long h, unsigned long long v) {
+    h = (h ^ v) * 0xff51afd7ed558ccdULL;
+    return h ^ (h >> 32);
+}
+
+static unsigned long long content_hash(const void *data, Py_ssize_t n, unsigned long long seed) {
+    const unsigned char *p = data;
+    unsigned long long h = mix(seed, (unsigned long long)n);
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        unsigned long long v;
+        memcpy(&v, p + i, 8);
+        h = mix(h, v);
+    }
+    unsigned long long v = 0;
+    memcpy(&v, p + i, (size_t)(n - i));
+    return mix(h, v);
+}
+
+static void islot_put(islot *sl, PyObject *o, unsigned long long h) {
+    PyObject *old = sl->obj;
+    Py_INCREF(o);
+    sl->obj = o;
+    sl->h = h;
+    Py_XDECREF(old); /* bytes, or a tuple of str and bytes: no code runs */
+}
+
+/* bytes(p[0:n]), the object made last time for this content if the slot still holds it */
+static PyObject *interned_bytes(const char *p, Py_ssize_t n) {
+    unsigned long long h = content_hash(p, n, 0x62797465ULL);
+    islot *sl = &itab[h & (ISLOTS - 1)];
+    PyObject *o = sl->obj;
+    if (o != NULL && sl->h == h && PyBytes_CheckExact(o) && PyBytes_GET_SIZE(o) == n &&
+        memcmp(PyBytes_AS_STRING(o), p, (size_t)n) == 0) {
+        Py_INCREF(o);
+        return o;
+    }
+    o = PyBytes_FromStringAndSize(p, n);
+    if (o != NULL) islot_put(sl, o, h);
+    return o;
+}
+
+/* the content of a str or bytes item, for the tuples below; 0 for any other object */
+static int item_content(PyObject *v, const void **data, Py_ssize_t *size, int *kind) {
+    if (PyUnicode_CheckExact(v)) {
+        *kind = PyUnicode_KIND(v);
+        *data = PyUnicode_DATA(v);
+        *size = PyUnicode_GET_LENGTH(v) * *kind;
+        return 1;
+    }
+    if (PyBytes_CheckExact(v)) {
+        *kind = 0;
+        *data = PyBytes_AS_STRING(v);
+        *size = PyBytes_GET_SIZE(v);
+        return 1;
+    }
+    return 0;
+}
+
+/* tuple(items[0:n]) (taking the references), with bytes(tail[0:tail_n]) as a last item if tail is not
+ * NULL; or the tuple made last time with equal items, when they are all str or bytes */
+static PyObject *interned_key(PyObject **items, Py_ssize_t n, const char *tail, Py_ssize_t tail_n) {
+    unsigned long long h = 0x7475706cULL;
+    int plain = 1;
+    for (Py_ssize_t f = 0; f < n && plain; f++) {
+        const void *d;
+        Py_ssize_t sz;
+        int kind;
+        if (item_content(items[f], &d, &sz, &kind))
+            h = mix(h, content_hash(d, sz, (unsigned long long)kind + 1));
+        else
+            plain = 0;
+    }
+    Py_ssize_t size = n + (tail != NULL);
+    if (tail != NULL) h = mix(h, content_hash(tail, tail_n, 1));
+    islot *sl = plain ? &itab[h & (ISLOTS - 1)] : NULL;
+    PyObject *t = sl != NULL ? sl->obj : NULL;
+    if (t != NULL && sl->h == h && PyTuple_CheckExact(t) && PyTuple_GET_SIZE(t) == size) {
+        int same = 1;
+        for (Py_ssize_t f = 0; f < n && same; f++) {
+            PyObject *x = PyTuple_GET_ITEM(t, f), *y = items[f];
+            const void *dx, *dy;
+            Py_ssize_t sx, sy;
+            int kx, ky;
+            same = x == y || (item_content(x, &dx, &sx, &kx) && item_content(y, &dy, &sy, &ky) && kx == ky &&
+                              sx == sy && memcmp(dx, dy, (size_t)sx) == 0);
+        }
+        if (same && tail != NULL) {
+            PyObject *x = PyTuple_GET_ITEM(t, n);
+            same = PyBytes_CheckExact(x) && PyBytes_GET_SIZE(x) == tail_n &&
+                   memcmp(PyBytes_AS_STRING(x), tail, (size_t)tail_n) == 0;
+        }
+        if (same) {
+            for (Py_ssize_t f = 0; f < n; f++) Py_DECREF(items[f]);
+            Py_INCREF(t);
+            return t;
+        }
+    }
+    t = PyTuple_New(size);
+    PyObject *last = t != NULL && tail != NULL ? PyBytes_FromStringAndSize(tail, tail_n) : NULL;
+    if (t == NULL || (tail != NULL && last == NULL)) {
+        Py_XDECREF(t);
+        for (Py_ssize_t f = 0; f < n; f++) Py_DECREF(items[f]);
+        return NULL;
+    }
+    for (Py_ssize_t f = 0; f < n; f++) PyTuple_SET_ITEM(t, f, items[f]);
+    if (tail != NULL) PyTuple_SET_ITEM(t, n, last);
+    if (sl != NULL) islot_put(sl, t, h);
+    return t;
+}
+
 /* plans[key] if it is a plan that applies to these tokens (a new reference), else NULL (no error) or
  * NULL with an error set */
 /* typed_values.select_plan for one plan key: 1 and the positions it blanks, keeps and collapses in
  * this text (as flags, 1 blank, 2 keep, 3 collapse) if plans[key] applies; 0 if not; -1 on error */
 static int find_plan(PyObject *plans, const char *key, Py_ssize_t keylen, const unsigned char *shape,
                      const Py_ssize_t *ts, const Py_ssize_t *te, Py_ssize_t ntok, char *flag) {
-    PyObject *k = PyBytes_FromStringAndSize(key, keylen);
+    PyObject *k = interned_bytes(key, keylen);
     if (k == NULL) return -1;
     PyObject *plan = PyDict_GetItemWithError(plans, k);
     Py_DECREF(k);
@@ -615,9 +738,9 @@ static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned cha
     }
     if (buf != small) PyMem_Free(buf);
     if (found <= 0) return NULL;
-    PyObject *res = PyBytes_FromStringAndSize(NULL, len + 25);
-    if (res == NULL) return NULL;
-    char *r = PyBytes_AS_STRING(res);
+    char rsmall[1536];
+    char *r = len + 25 <= (Py_ssize_t)sizeof(rsmall) ? rsmall : PyMem_Malloc((size_t)(len + 25));
+    if (r == NULL) return PyErr_NoMemory();
     r[0] = (char)0xff;
     put_masks(r + 1, flag, ntok);
     Py_ssize_t o = 25, prev = 0;
@@ -639,7 +762,8 @@ static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned cha
     }
     memcpy(r + o, shape + prev, (size_t)(len - prev));
     o += len - prev;
-    if (_PyBytes_Resize(&res, o) < 0) return NULL;
+    PyObject *res = interned_bytes(r, o);
+    if (r != rsmall) PyMem_Free(r);
     return res;
 }
 
@@ -707,7 +831,7 @@ static PyObject *key_of(PyObject *text, PyObject *plans) {
             if (result == NULL && PyErr_Occurred()) goto done;
         }
     }
-    if (result == NULL) result = PyBytes_FromStringAndSize((const char *)shape, len);
+    if (result == NULL) result = interned_bytes((const char *)shape, len);
 done:
     if (raw != small) PyMem_Free(raw);
     return result;
@@ -793,16 +917,16 @@ static PyObject *lookup_events(PyObject *self, PyObject *const *args, Py_ssize_t
             for (Py_ssize_t f = 0; f < nk; f++) slots[f] = slot_of(tp, PyTuple_GET_ITEM(attrs, f));
             tslot = slot_of(tp, tattr);
         }
-        PyObject *rk = PyTuple_New(nk);
-        if (rk == NULL) goto fail;
+        PyObject *vals[MAXFIELDS];
         for (Py_ssize_t f = 0; f < nk; f++) {
-            PyObject *v = field(ev, slots[f], PyTuple_GET_ITEM(attrs, f));
-            if (v == NULL) {
-                Py_DECREF(rk);
+            vals[f] = field(ev, slots[f], PyTuple_GET_ITEM(attrs, f));
+            if (vals[f] == NULL) {
+                for (Py_ssize_t g = 0; g < f; g++) Py_DECREF(vals[g]);
                 goto fail;
             }
-            PyTuple_SET_ITEM(rk, f, v);
         }
+        PyObject *rk = interned_key(vals, nk, NULL, 0);
+        if (rk == NULL) goto fail;
         PyObject *sec = PyDict_GetItemWithError(second, rk);
         Py_DECREF(rk);
         PyObject *found = miss;
@@ -872,46 +996,39 @@ static PyObject *first_level(PyObject *self, PyObject *const *args, Py_ssize_t n
             for (Py_ssize_t f = 0; f < nk; f++) slots[f] = slot_of(tp, PyTuple_GET_ITEM(attrs, f));
             tslot = slot_of(tp, tattr);
         }
-        PyObject *k = PyTuple_New(nk + 1);
-        if (k == NULL) goto fail;
+        PyObject *vals[MAXFIELDS];
         for (Py_ssize_t f = 0; f < nk; f++) {
-            PyObject *v = field(ev, slots[f], PyTuple_GET_ITEM(attrs, f));
-            if (v == NULL) {
-                Py_DECREF(k);
+            vals[f] = field(ev, slots[f], PyTuple_GET_ITEM(attrs, f));
+            if (vals[f] == NULL) {
+                for (Py_ssize_t g = 0; g < f; g++) Py_DECREF(vals[g]);
                 goto fail;
             }
-            PyTuple_SET_ITEM(k, f, v);
         }
         PyObject *text = field(ev, tslot, tattr);
-        if (text == NULL) {
-            Py_DECREF(k);
-            goto fail;
-        }
-        if (!PyUnicode_Check(text)) {
-            Py_DECREF(text);
-            Py_DECREF(k);
+        const char *u = NULL;
+        Py_ssize_t ulen = 0;
+        if (text != NULL && !PyUnicode_Check(text)) {
+            Py_CLEAR(text);
             PyErr_SetString(PyExc_TypeError, "first_level() texts must be str");
-            goto fail;
-        }
-        const char *u;
-        Py_ssize_t ulen;
-        if (PyUnicode_IS_ASCII(text)) {
+        } else if (text != NULL && PyUnicode_IS_ASCII(text)) {
             u = (const char *)PyUnicode_DATA(text);
             ulen = PyUnicode_GET_LENGTH(text);
-        } else {
+        } else if (text != NULL) {
             u = PyUnicode_AsUTF8AndSize(text, &ulen);
         }
-        PyObject *shape = u == NULL ? NULL : PyBytes_FromStringAndSize(NULL, ulen);
-        if (shape != NULL) {
-            char *d = PyBytes_AS_STRING(shape);
-            for (Py_ssize_t c = 0; c < ulen; c++) d[c] = (u[c] >= '1' && u[c] <= '9') ? '0' : u[c];
-        }
-        Py_DECREF(text);
-        if (shape == NULL) {
-            Py_DECREF(k);
+        char ssmall[1024];
+        char *sh = u == NULL ? NULL : ulen <= (Py_ssize_t)sizeof(ssmall) ? ssmall : PyMem_Malloc((size_t)ulen + 1);
+        if (u != NULL && sh == NULL) PyErr_NoMemory();
+        if (sh != NULL)
+            for (Py_ssize_t c = 0; c < ulen; c++) sh[c] = (u[c] >= '1' && u[c] <= '9') ? '0' : u[c];
+        Py_XDECREF(text);
+        if (sh == NULL) {
+            for (Py_ssize_t f = 0; f < nk; f++) Py_DECREF(vals[f]);
             goto fail;
         }
-        PyTuple_SET_ITEM(k, nk, shape);
+        PyObject *k = interned_key(vals, nk, sh, ulen);
+        if (sh != ssmall) PyMem_Free(sh);
+        if (k == NULL) goto fail;
         PyObject *found = PyDict_GetItemWithError(fast, k);
         Py_DECREF(k);
         if (found == NULL) {

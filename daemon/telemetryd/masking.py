@@ -279,8 +279,9 @@ class Masker:
         if self._extra:
             return False
         # The slow path asks this of one text two or three times in a row.
-        if text is self._one_class[0]:
-            return self._one_class[1]
+        last, ok = self._one_class
+        if text is last:
+            return ok
         # (str.translate with a dict is ten times slower than bytes.translate, and the same here)
         shape = text.encode("utf-8", "surrogatepass").translate(DIGIT_SHAPE).decode("utf-8", "surrogatepass")
         ok = _SHAPE_UNSAFE.search(shape.lower()) is None
