@@ -45,6 +45,8 @@ EXAMPLE_MAX_CHARS = PLAN_MAX_CHARS
 # without limit. Clearing when full is crude but keeps the common case (repeats) fast.
 FAST_CACHE_MAX = 1 << 16
 TEMPLATE_CACHE_MAX = 1 << 16
+# Blocks are counted this many bytes at a time (process_block).
+CHUNK_BYTES = 1 << 17
 # After a block the whole-block path could not take (a malformed line, a template value that is not a
 # string), this many blocks go line by line before it is tried again.
 BLOCK_PATH_BACKOFF = 8
@@ -437,6 +439,21 @@ class PatternCounter:
         `end`, if any, are a partial line with no newline, and are ignored). Returns events counted."""
         if end is None:
             end = len(block)
+        if end <= CHUNK_BYTES:
+            return self._process_part(block, now, end)
+        # A part at a time, each of whole lines: its decoded events stay in the core's cache while they
+        # are looked up and tallied (a 1 MiB block's 4,500 events did not: 20% more time per event).
+        counted = 0
+        i = 0
+        while i < end:
+            j = block.rfind(b"\n", i, min(i + CHUNK_BYTES, end)) + 1
+            if j <= i:  # a line longer than a part: up to its end
+                j = block.find(b"\n", i, end) + 1 or end
+            counted += self._process_part(block[i:j], now, j - i)
+            i = j
+        return counted
+
+    def _process_part(self, block: bytes, now: float, end: int) -> int:
         if not block.isascii():
             if end < len(block):
                 block = block[:end]
