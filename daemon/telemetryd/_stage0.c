@@ -886,6 +886,57 @@ static inline PyObject *field(PyObject *ev, Py_ssize_t slot, PyObject *name) {
 
 #define MAXFIELDS 32
 
+/* What both block calls read from each decoded event: its key values and its text, by slot. */
+typedef struct {
+    PyObject *attrs, *tattr;
+    Py_ssize_t nk;
+    PyTypeObject *tp;
+    Py_ssize_t slots[MAXFIELDS], tslot;
+} event_reader;
+
+/* Checks the arguments (events, key_attrs, template_attr, a dict) of block call `name`; 0, or -1 with an
+ * error set. */
+static int reader_init(event_reader *r, const char *name, PyObject *events, PyObject *attrs, PyObject *tattr,
+                       PyObject *dict) {
+    if (!PyList_Check(events) || !PyTuple_Check(attrs) || !PyUnicode_Check(tattr) || !PyDict_Check(dict) ||
+        PyTuple_GET_SIZE(attrs) > MAXFIELDS) {
+        PyErr_Format(PyExc_TypeError, "%s() takes a list, a tuple of at most %d names, a name and a dict", name,
+                     MAXFIELDS);
+        return -1;
+    }
+    for (Py_ssize_t f = 0; f < PyTuple_GET_SIZE(attrs); f++)
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(attrs, f))) {
+            PyErr_Format(PyExc_TypeError, "%s() attribute names are str", name);
+            return -1;
+        }
+    r->attrs = attrs;
+    r->tattr = tattr;
+    r->nk = PyTuple_GET_SIZE(attrs);
+    r->tp = NULL;
+    r->tslot = -1;
+    return 0;
+}
+
+/* The key values of `ev` into vals[0:nk] (new references): 0, or -1 with an error set and none held. */
+static int read_keys(event_reader *r, PyObject *ev, PyObject **vals) {
+    if (Py_TYPE(ev) != r->tp) {
+        r->tp = Py_TYPE(ev);
+        for (Py_ssize_t f = 0; f < r->nk; f++) r->slots[f] = slot_of(r->tp, PyTuple_GET_ITEM(r->attrs, f));
+        r->tslot = slot_of(r->tp, r->tattr);
+    }
+    for (Py_ssize_t f = 0; f < r->nk; f++) {
+        vals[f] = field(ev, r->slots[f], PyTuple_GET_ITEM(r->attrs, f));
+        if (vals[f] == NULL) {
+            for (Py_ssize_t g = 0; g < f; g++) Py_DECREF(vals[g]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* the text of `ev` (a new reference), after read_keys on it */
+static PyObject *read_text(event_reader *r, PyObject *ev) { return field(ev, r->tslot, r->tattr); }
+
 /* typed_values.lookup_events_py: for each event, second[raw key] is (plans, entries) and the result is
  * entries.get(key(text, plans), miss); miss where second has no raw key. */
 static PyObject *lookup_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -894,38 +945,17 @@ static PyObject *lookup_events(PyObject *self, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_TypeError, "lookup_events(events, key_attrs, template_attr, second, miss)");
         return NULL;
     }
-    PyObject *events = args[0], *attrs = args[1], *tattr = args[2], *second = args[3], *miss = args[4];
-    if (!PyList_Check(events) || !PyTuple_Check(attrs) || !PyUnicode_Check(tattr) || !PyDict_Check(second) ||
-        PyTuple_GET_SIZE(attrs) > MAXFIELDS) {
-        PyErr_SetString(PyExc_TypeError, "lookup_events() takes a list, a tuple of names, a name and a dict");
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(events), nk = PyTuple_GET_SIZE(attrs);
-    for (Py_ssize_t f = 0; f < nk; f++)
-        if (!PyUnicode_Check(PyTuple_GET_ITEM(attrs, f))) {
-            PyErr_SetString(PyExc_TypeError, "lookup_events() attribute names are str");
-            return NULL;
-        }
+    PyObject *events = args[0], *second = args[3], *miss = args[4];
+    event_reader rd;
+    if (reader_init(&rd, "lookup_events", events, args[1], args[2], second) < 0) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(events);
     PyObject *out = PyList_New(n);
     if (out == NULL) return NULL;
-    PyTypeObject *tp = NULL;
-    Py_ssize_t slots[MAXFIELDS], tslot = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *ev = PyList_GET_ITEM(events, i);
-        if (Py_TYPE(ev) != tp) {
-            tp = Py_TYPE(ev);
-            for (Py_ssize_t f = 0; f < nk; f++) slots[f] = slot_of(tp, PyTuple_GET_ITEM(attrs, f));
-            tslot = slot_of(tp, tattr);
-        }
         PyObject *vals[MAXFIELDS];
-        for (Py_ssize_t f = 0; f < nk; f++) {
-            vals[f] = field(ev, slots[f], PyTuple_GET_ITEM(attrs, f));
-            if (vals[f] == NULL) {
-                for (Py_ssize_t g = 0; g < f; g++) Py_DECREF(vals[g]);
-                goto fail;
-            }
-        }
-        PyObject *rk = interned_key(vals, nk, NULL, 0);
+        if (read_keys(&rd, ev, vals) < 0) goto fail;
+        PyObject *rk = interned_key(vals, rd.nk, NULL, 0);
         if (rk == NULL) goto fail;
         PyObject *sec = PyDict_GetItemWithError(second, rk);
         Py_DECREF(rk);
@@ -937,7 +967,7 @@ static PyObject *lookup_events(PyObject *self, PyObject *const *args, Py_ssize_t
                 PyErr_SetString(PyExc_TypeError, "lookup_events() second holds (plans, entries) pairs");
                 goto fail;
             }
-            PyObject *text = field(ev, tslot, tattr);
+            PyObject *text = read_text(&rd, ev);
             if (text == NULL) goto fail;
             Py_INCREF(sec); /* key_of may run Python code (the fallback for non-ASCII text) */
             PyObject *k = key_of(text, PyTuple_GET_ITEM(sec, 0));
@@ -973,38 +1003,17 @@ static PyObject *first_level(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "first_level(events, key_attrs, template_attr, fast, miss)");
         return NULL;
     }
-    PyObject *events = args[0], *attrs = args[1], *tattr = args[2], *fast = args[3], *miss = args[4];
-    if (!PyList_Check(events) || !PyTuple_Check(attrs) || !PyUnicode_Check(tattr) || !PyDict_Check(fast) ||
-        PyTuple_GET_SIZE(attrs) > MAXFIELDS) {
-        PyErr_SetString(PyExc_TypeError, "first_level() takes a list, a tuple of names, a name and a dict");
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(events), nk = PyTuple_GET_SIZE(attrs);
-    for (Py_ssize_t f = 0; f < nk; f++)
-        if (!PyUnicode_Check(PyTuple_GET_ITEM(attrs, f))) {
-            PyErr_SetString(PyExc_TypeError, "first_level() attribute names are str");
-            return NULL;
-        }
+    PyObject *events = args[0], *fast = args[3], *miss = args[4];
+    event_reader rd;
+    if (reader_init(&rd, "first_level", events, args[1], args[2], fast) < 0) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(events);
     PyObject *out = PyList_New(n);
     if (out == NULL) return NULL;
-    PyTypeObject *tp = NULL;
-    Py_ssize_t slots[MAXFIELDS], tslot = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *ev = PyList_GET_ITEM(events, i);
-        if (Py_TYPE(ev) != tp) {
-            tp = Py_TYPE(ev);
-            for (Py_ssize_t f = 0; f < nk; f++) slots[f] = slot_of(tp, PyTuple_GET_ITEM(attrs, f));
-            tslot = slot_of(tp, tattr);
-        }
         PyObject *vals[MAXFIELDS];
-        for (Py_ssize_t f = 0; f < nk; f++) {
-            vals[f] = field(ev, slots[f], PyTuple_GET_ITEM(attrs, f));
-            if (vals[f] == NULL) {
-                for (Py_ssize_t g = 0; g < f; g++) Py_DECREF(vals[g]);
-                goto fail;
-            }
-        }
-        PyObject *text = field(ev, tslot, tattr);
+        if (read_keys(&rd, ev, vals) < 0) goto fail;
+        PyObject *text = read_text(&rd, ev);
         const char *u = NULL;
         Py_ssize_t ulen = 0;
         if (text != NULL && !PyUnicode_Check(text)) {
@@ -1023,10 +1032,10 @@ static PyObject *first_level(PyObject *self, PyObject *const *args, Py_ssize_t n
             for (Py_ssize_t c = 0; c < ulen; c++) sh[c] = (u[c] >= '1' && u[c] <= '9') ? '0' : u[c];
         Py_XDECREF(text);
         if (sh == NULL) {
-            for (Py_ssize_t f = 0; f < nk; f++) Py_DECREF(vals[f]);
+            for (Py_ssize_t f = 0; f < rd.nk; f++) Py_DECREF(vals[f]);
             goto fail;
         }
-        PyObject *k = interned_key(vals, nk, sh, ulen);
+        PyObject *k = interned_key(vals, rd.nk, sh, ulen);
         if (sh != ssmall) PyMem_Free(sh);
         if (k == NULL) goto fail;
         PyObject *found = PyDict_GetItemWithError(fast, k);
