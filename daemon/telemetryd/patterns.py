@@ -180,7 +180,7 @@ class PatternCounter:
         # the numbers the structural stage and the rules mask, so service messages share entries.
         # By raw key values: the plans of their keys (typed_values.py; derived from what the slow path
         # saw: the structural stage works per key, so its plans do too) and the entries by key. One
-        # dict lookup per event finds both; `_second_size` counts the entries, to bound them.
+        # dict lookup per event finds both; `_second_size` counts key values and entries, to bound them.
         self._second: dict[tuple[Any, ...], tuple[dict[bytes, Plan], dict[Key, Entry]]] = {}
         self._second_size = 0
         self._kcache: dict[tuple[Any, ...], tuple[str | None, ...]] = {}
@@ -360,6 +360,7 @@ class PatternCounter:
             sec = self._second.get(raw_key)
             if sec is None:
                 sec = self._second[raw_key] = ({}, {})
+                self._second_size += 1  # key values count too: each may hold no entry
             plans, entries = sec
             learns = final != tpl or HAS_DIGIT.search(text) is not None or bool(plans)
             if learns and ex.masker.plans_apply and plannable(text):
