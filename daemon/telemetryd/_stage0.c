@@ -937,120 +937,107 @@ static int read_keys(event_reader *r, PyObject *ev, PyObject **vals) {
 /* the text of `ev` (a new reference), after read_keys on it */
 static PyObject *read_text(event_reader *r, PyObject *ev) { return field(ev, r->tslot, r->tattr); }
 
-/* typed_values.lookup_events_py: for each event, second[raw key] is (plans, entries) and the result is
- * entries.get(key(text, plans), miss); miss where second has no raw key. */
-static PyObject *lookup_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
+/* One event's answer in a block call, given its key values (new references, which it takes): a new
+ * reference, or NULL with an error set. */
+typedef PyObject *(*per_event)(event_reader *rd, PyObject *ev, PyObject **vals, PyObject *dict, PyObject *miss);
+
+/* A block call `name`(events, key_attrs, template_attr, dict, miss): `one` for each event, as a list. */
+static PyObject *block_call(const char *name, PyObject *const *args, Py_ssize_t nargs, per_event one) {
     if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "lookup_events(events, key_attrs, template_attr, second, miss)");
+        PyErr_Format(PyExc_TypeError, "%s() takes (events, key_attrs, template_attr, dict, miss)", name);
         return NULL;
     }
-    PyObject *events = args[0], *second = args[3], *miss = args[4];
+    PyObject *events = args[0], *dict = args[3], *miss = args[4];
     event_reader rd;
-    if (reader_init(&rd, "lookup_events", events, args[1], args[2], second) < 0) return NULL;
+    if (reader_init(&rd, name, events, args[1], args[2], dict) < 0) return NULL;
     Py_ssize_t n = PyList_GET_SIZE(events);
     PyObject *out = PyList_New(n);
     if (out == NULL) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *ev = PyList_GET_ITEM(events, i);
         PyObject *vals[MAXFIELDS];
-        if (read_keys(&rd, ev, vals) < 0) goto fail;
-        PyObject *rk = interned_key(vals, rd.nk, NULL, 0);
-        if (rk == NULL) goto fail;
-        PyObject *sec = PyDict_GetItemWithError(second, rk);
-        Py_DECREF(rk);
-        PyObject *found = miss;
-        if (sec == NULL) {
-            if (PyErr_Occurred()) goto fail;
-        } else {
-            if (!PyTuple_Check(sec) || PyTuple_GET_SIZE(sec) != 2 || !PyDict_Check(PyTuple_GET_ITEM(sec, 1))) {
-                PyErr_SetString(PyExc_TypeError, "lookup_events() second holds (plans, entries) pairs");
-                goto fail;
-            }
-            PyObject *text = read_text(&rd, ev);
-            if (text == NULL) goto fail;
-            Py_INCREF(sec); /* key_of may run Python code (the fallback for non-ASCII text) */
-            PyObject *k = key_of(text, PyTuple_GET_ITEM(sec, 0));
-            Py_DECREF(text);
-            if (k == NULL) {
-                Py_DECREF(sec);
-                goto fail;
-            }
-            found = PyDict_GetItemWithError(PyTuple_GET_ITEM(sec, 1), k);
-            Py_DECREF(k);
-            if (found == NULL && !PyErr_Occurred()) found = miss;
-            Py_XINCREF(found);
-            Py_DECREF(sec);
-            if (found == NULL) goto fail;
-            PyList_SET_ITEM(out, i, found);
-            continue;
+        PyObject *found = read_keys(&rd, ev, vals) < 0 ? NULL : one(&rd, ev, vals, dict, miss);
+        if (found == NULL) {
+            Py_DECREF(out); /* the unset items are NULL, which list_dealloc skips */
+            return NULL;
         }
-        Py_INCREF(found);
         PyList_SET_ITEM(out, i, found);
     }
     return out;
-fail:
-    Py_DECREF(out);
-    return NULL;
 }
 
-/* typed_values.first_level_py: for each event, fast.get((*raw key values, digit shape of the text), miss),
- * the digit shape being the text's UTF-8 with the ASCII digits 1-9 made 0 (a TypeError for a text that
- * is not a str, UnicodeEncodeError for one that cannot be encoded). */
-static PyObject *first_level(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "first_level(events, key_attrs, template_attr, fast, miss)");
+/* typed_values.lookup_events_py for one event: second[raw key] is (plans, entries) and the answer is
+ * entries.get(key(text, plans), miss); miss where second has no raw key (no key is computed then). */
+static PyObject *second_entry(event_reader *rd, PyObject *ev, PyObject **vals, PyObject *second, PyObject *miss) {
+    PyObject *rk = interned_key(vals, rd->nk, NULL, 0);
+    if (rk == NULL) return NULL;
+    PyObject *sec = PyDict_GetItemWithError(second, rk);
+    Py_DECREF(rk);
+    if (sec == NULL) return PyErr_Occurred() ? NULL : Py_NewRef(miss);
+    if (!PyTuple_Check(sec) || PyTuple_GET_SIZE(sec) != 2 || !PyDict_Check(PyTuple_GET_ITEM(sec, 1))) {
+        PyErr_SetString(PyExc_TypeError, "lookup_events() second holds (plans, entries) pairs");
         return NULL;
     }
-    PyObject *events = args[0], *fast = args[3], *miss = args[4];
-    event_reader rd;
-    if (reader_init(&rd, "first_level", events, args[1], args[2], fast) < 0) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(events);
-    PyObject *out = PyList_New(n);
-    if (out == NULL) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *ev = PyList_GET_ITEM(events, i);
-        PyObject *vals[MAXFIELDS];
-        if (read_keys(&rd, ev, vals) < 0) goto fail;
-        PyObject *text = read_text(&rd, ev);
-        const char *u = NULL;
-        Py_ssize_t ulen = 0;
-        if (text != NULL && !PyUnicode_Check(text)) {
-            Py_CLEAR(text);
-            PyErr_SetString(PyExc_TypeError, "first_level() texts must be str");
-        } else if (text != NULL && PyUnicode_IS_ASCII(text)) {
-            u = (const char *)PyUnicode_DATA(text);
-            ulen = PyUnicode_GET_LENGTH(text);
-        } else if (text != NULL) {
-            u = PyUnicode_AsUTF8AndSize(text, &ulen);
-        }
-        char ssmall[1024];
-        char *sh = u == NULL ? NULL : ulen <= (Py_ssize_t)sizeof(ssmall) ? ssmall : PyMem_Malloc((size_t)ulen + 1);
-        if (u != NULL && sh == NULL) PyErr_NoMemory();
-        if (sh != NULL)
-            for (Py_ssize_t c = 0; c < ulen; c++) sh[c] = (u[c] >= '1' && u[c] <= '9') ? '0' : u[c];
-        Py_XDECREF(text);
-        if (sh == NULL) {
-            for (Py_ssize_t f = 0; f < rd.nk; f++) Py_DECREF(vals[f]);
-            goto fail;
-        }
-        PyObject *k = interned_key(vals, rd.nk, sh, ulen);
-        if (sh != ssmall) PyMem_Free(sh);
-        if (k == NULL) goto fail;
-        PyObject *found = PyDict_GetItemWithError(fast, k);
+    PyObject *text = read_text(rd, ev);
+    if (text == NULL) return NULL;
+    Py_INCREF(sec); /* key_of may run Python code (the fallback for non-ASCII text) */
+    PyObject *k = key_of(text, PyTuple_GET_ITEM(sec, 0));
+    Py_DECREF(text);
+    PyObject *found = NULL;
+    if (k != NULL) {
+        found = PyDict_GetItemWithError(PyTuple_GET_ITEM(sec, 1), k);
         Py_DECREF(k);
-        if (found == NULL) {
-            if (PyErr_Occurred()) goto fail;
-            found = miss;
-        }
-        Py_INCREF(found);
-        PyList_SET_ITEM(out, i, found);
+        if (found == NULL && !PyErr_Occurred()) found = miss;
+        Py_XINCREF(found);
     }
-    return out;
-fail:
-    Py_DECREF(out);
-    return NULL;
+    Py_DECREF(sec);
+    return found;
+}
+
+static PyObject *lookup_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    return block_call("lookup_events", args, nargs, second_entry);
+}
+
+/* typed_values.first_level_py for one event: fast.get((*raw key values, digit shape of the text), miss),
+ * the digit shape being the text's UTF-8 with the ASCII digits 1-9 made 0 (a TypeError for a text that is
+ * not a str, UnicodeEncodeError for one that cannot be encoded). */
+static PyObject *first_entry(event_reader *rd, PyObject *ev, PyObject **vals, PyObject *fast, PyObject *miss) {
+    PyObject *text = read_text(rd, ev);
+    const char *u = NULL;
+    Py_ssize_t ulen = 0;
+    if (text != NULL && !PyUnicode_Check(text)) {
+        Py_CLEAR(text);
+        PyErr_SetString(PyExc_TypeError, "first_level() texts must be str");
+    } else if (text != NULL && PyUnicode_IS_ASCII(text)) {
+        u = (const char *)PyUnicode_DATA(text);
+        ulen = PyUnicode_GET_LENGTH(text);
+    } else if (text != NULL) {
+        u = PyUnicode_AsUTF8AndSize(text, &ulen);
+    }
+    char small[1024];
+    char *sh = u == NULL ? NULL : ulen <= (Py_ssize_t)sizeof(small) ? small : PyMem_Malloc((size_t)ulen + 1);
+    if (u != NULL && sh == NULL) PyErr_NoMemory();
+    if (sh != NULL)
+        for (Py_ssize_t c = 0; c < ulen; c++) sh[c] = (u[c] >= '1' && u[c] <= '9') ? '0' : u[c];
+    Py_XDECREF(text);
+    if (sh == NULL) {
+        for (Py_ssize_t f = 0; f < rd->nk; f++) Py_DECREF(vals[f]);
+        return NULL;
+    }
+    PyObject *k = interned_key(vals, rd->nk, sh, ulen);
+    if (sh != small) PyMem_Free(sh);
+    if (k == NULL) return NULL;
+    PyObject *found = PyDict_GetItemWithError(fast, k);
+    Py_DECREF(k);
+    if (found == NULL && !PyErr_Occurred()) found = miss;
+    Py_XINCREF(found);
+    return found;
+}
+
+static PyObject *first_level(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    return block_call("first_level", args, nargs, first_entry);
 }
 
 static int take_words(PyObject *seq, wordlist *w) {
