@@ -646,6 +646,22 @@ static PyObject *interned_key(PyObject **items, Py_ssize_t n, const char *tail, 
     return t;
 }
 
+/* flag[j] = value for each position j of `positions` in range whose token `applies` to: 1 if any, 0 if
+ * none, -1 on error (a position that is not an int) */
+static int mark(PyObject *positions, int (*applies)(const unsigned char *, Py_ssize_t), char value,
+                const unsigned char *shape, const Py_ssize_t *ts, const Py_ssize_t *te, Py_ssize_t ntok, char *flag) {
+    int any = 0;
+    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(positions); b++) {
+        Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(positions, b));
+        if (j == -1 && PyErr_Occurred()) return -1;
+        if (j >= 0 && j < ntok && applies(shape + ts[j], te[j] - ts[j])) {
+            flag[j] = value;
+            any = 1;
+        }
+    }
+    return any;
+}
+
 /* plans[key] if it is a plan that applies to these tokens (a new reference), else NULL (no error) or
  * NULL with an error set */
 /* typed_values.select_plan for one plan key: 1 and the positions it blanks, keeps and collapses in
@@ -676,23 +692,11 @@ static int find_plan(PyObject *plans, const char *key, Py_ssize_t keylen, const 
         flag[j] = 2;
         any = 1;
     }
-    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(blank); b++) {
-        Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(blank, b));
-        if (j == -1 && PyErr_Occurred()) return -1;
-        if (j >= 0 && j < ntok && blankable(shape + ts[j], te[j] - ts[j])) {
-            flag[j] = 1;
-            any = 1;
-        }
-    }
-    for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(numbers); b++) {
-        Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(numbers, b));
-        if (j == -1 && PyErr_Occurred()) return -1;
-        if (j >= 0 && j < ntok && is_number(shape + ts[j], te[j] - ts[j])) {
-            flag[j] = 3;
-            any = 1;
-        }
-    }
-    return any;
+    int blanked = mark(blank, blankable, 1, shape, ts, te, ntok, flag);
+    if (blanked < 0) return -1;
+    int collapsed = mark(numbers, is_number, 3, shape, ts, te, ntok, flag);
+    if (collapsed < 0) return -1;
+    return any || blanked || collapsed;
 }
 
 /* " <n>" as b" %d" % n writes it; returns its length */
