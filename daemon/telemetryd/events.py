@@ -81,8 +81,8 @@ class EventSchema:
         )
         self.nested = any("." in p for p in self.key_fields)
         self._rests = [tuple(p.split(".")[1:]) for p in self.key_fields]
-        # One getter per key field: the hot path zips their values with the message shape into one flat
-        # tuple, which zip reuses, so a cached event allocates no key at all.
+        # One getter per key field: for the first level when there is no top-level template field (it
+        # zips their values with the message shape; otherwise typed_values.first_level reads key_attrs).
         self.key_getters = [operator.attrgetter(a) for a in key_attrs]
         # Raw key values as one tuple: what the slow path normalises.
         self.raw_key: Callable[[Any], tuple[Any, ...]]
