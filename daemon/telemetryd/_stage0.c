@@ -729,7 +729,15 @@ static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned cha
     if (buf == NULL) return PyErr_NoMemory();
     char flag[MAXTOK];
     int found = 0;
+    /* the first token's index entry: which kinds of plan key exist for it (typed_values.Plans) */
+    unsigned long kinds = 0;
+    PyObject *k0 = interned_bytes((const char *)shape + ts[0], l0);
+    PyObject *entry = k0 == NULL ? NULL : PyDict_GetItemWithError(plans, k0);
+    Py_XDECREF(k0);
+    if (entry == NULL) found = PyErr_Occurred() ? -1 : 0;
+    else if (PyLong_CheckExact(entry)) kinds = PyLong_AsUnsignedLongMask(entry);
     for (int two = 1; two >= 0 && found == 0; two--) {
+        if (!(kinds & (two ? 2 : 1))) continue;
         Py_ssize_t kl = l0;
         memcpy(buf, shape + ts[0], (size_t)l0);
         if (two) {

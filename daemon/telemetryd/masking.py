@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 from . import typed_values
 from .typed_values import DIGIT_SHAPE as DIGIT_SHAPE
-from .typed_values import HAS_DIGIT, Key, Plan, is_hostname, prefixed_id, random_id
+from .typed_values import HAS_DIGIT, Key, Plans, is_hostname, prefixed_id, random_id
 
 RULESET_VERSION = "3"
 PLACEHOLDER = "<*>"
@@ -255,9 +255,7 @@ class Masker:
         self._extra = tuple(compiled)
         # The hot path's cache key of a text (typed_values.key after the user masks): C code per text
         # when the accelerator is built and there are no user masks.
-        self.key_fn: Callable[[str, dict[bytes, Plan]], Key] = (
-            self._user_key if compiled else typed_values.key
-        )
+        self.key_fn: Callable[[str, Plans], Key] = self._user_key if compiled else typed_values.key
         # Plans (typed_values.py) are learnt from the stage-0 text of the raw text: not with user masks.
         self.plans_apply = not compiled
         # Masked form of each token seen: tokens recur far more than whole messages do. Bounded and
@@ -294,7 +292,7 @@ class Masker:
             text = rx.sub(repl, text)
         return typed_values.stage0(text)
 
-    def _user_key(self, text: str, plans: dict[bytes, Plan]) -> Key:
+    def _user_key(self, text: str, plans: Plans) -> Key:
         # Plans are learnt from the stage-0 text of the raw text, so with user masks none apply.
         for rx, repl in self._extra:
             text = rx.sub(repl, text)

@@ -32,9 +32,10 @@ from .typed_values import (
     HAS_DIGIT,
     PLAN_MAX_CHARS,
     Key,
-    Plan,
+    Plans,
     learn,
     plannable,
+    put_plan,
     select_plan,
 )
 
@@ -181,7 +182,7 @@ class PatternCounter:
         # By raw key values: the plans of their keys (typed_values.py; derived from what the slow path
         # saw: the structural stage works per key, so its plans do too) and the entries by key. One
         # dict lookup per event finds both; `_second_size` counts key values and entries, to bound them.
-        self._second: dict[tuple[Any, ...], tuple[dict[bytes, Plan], dict[Key, Entry]]] = {}
+        self._second: dict[tuple[Any, ...], tuple[Plans, dict[Key, Entry]]] = {}
         self._second_size = 0
         self._kcache: dict[tuple[Any, ...], tuple[str | None, ...]] = {}
         # Plans cut down, with the structural stage's generation at the cut (see _learn).
@@ -381,7 +382,7 @@ class PatternCounter:
     def _learn(
         self,
         raw_key: tuple[Any, ...],
-        plans: dict[bytes, Plan],
+        plans: Plans,
         text: str,
         prepared: str,
         rule_template: str,
@@ -405,8 +406,8 @@ class PatternCounter:
             if masked or keep or numbers:
                 if len(plans) >= FAST_CACHE_MAX:
                     plans.clear()
-                plans[pk] = plan
-        elif cur != plan and self._cut.get((raw_key, pk), -1) < self._generation:
+                put_plan(plans, pk, plan)
+        elif type(cur) is tuple and cur != plan and self._cut.get((raw_key, pk), -1) < self._generation:
             # Grow a plan (the structural stage masks more as it sees more) when this text may store
             # under the grown one, unless it was cut since the structural stage last changed: two
             # sub-groups under one plan key then cannot make it swing back and forth more often than the
@@ -415,7 +416,7 @@ class PatternCounter:
             # with a name or id in that place misses.)
             blank0, keep0, _, numbers0 = cur
             if set(blank0) <= set(masked) and set(numbers0) <= set(numbers) and set(keep0) <= set(keep):
-                plans[pk] = plan
+                put_plan(plans, pk, plan)
         # Each round cuts the plan that applies down to what this text may store under (its blanks and
         # collapsed numbers to what it masked, its kept digits up to what it keeps): strictly, so it
         # ends.
@@ -428,11 +429,15 @@ class PatternCounter:
             self._cut[(raw_key, a.key)] = self._generation
             # the plan applied, so its kept tokens are this text's: their shapes stay right
             now_kept = tuple(sorted({*a.keep, *keep}))
-            plans[a.key] = (
-                tuple(j for j in a.plan[0] if j in masked or j not in a.blank),
-                now_kept,
-                tuple(toks[j] for j in now_kept),
-                tuple(j for j in a.plan[3] if (j in numbers or j not in a.numbers) and j not in now_kept),
+            put_plan(
+                plans,
+                a.key,
+                (
+                    tuple(j for j in a.plan[0] if j in masked or j not in a.blank),
+                    now_kept,
+                    tuple(toks[j] for j in now_kept),
+                    tuple(j for j in a.plan[3] if (j in numbers or j not in a.numbers) and j not in now_kept),
+                ),
             )
 
     def process_block(self, block: bytes, now: float, end: int | None = None) -> int:

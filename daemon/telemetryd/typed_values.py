@@ -210,6 +210,11 @@ _CLOCK_HINT = re.compile(":[0-9][0-9]")
 # "key k3456" (masked) a key of its own), and the positions of numbers whose digit runs are each made
 # one 0 (the rules mask a number whole whatever its length: "12ms" and "3456.7ms" share a key)
 Plan = tuple[tuple[int, ...], tuple[int, ...], tuple[bytes, ...], tuple[int, ...]]
+# Plans by plan key, and under each first token that has any (a token holds no white space, so it is
+# never a plan key) which kinds of plan key exist for it: 1 the first token and count, 2 the first two
+# tokens and count. `select_plan` reads that first, so a text whose first token has no plans costs one
+# lookup of a word that recurs, not two of keys that hold its second token. Written by `put_plan`.
+Plans = dict[bytes, "Plan | int"]
 Key = bytes
 
 
@@ -253,6 +258,14 @@ def plan_keys(toks: list[bytes]) -> tuple[bytes, bytes]:
     return toks[0] + b" " + toks[1] + n, toks[0] + n
 
 
+def put_plan(plans: Plans, pk: bytes, plan: Plan) -> None:
+    """plans[pk] = plan, and the index entry of its first token."""
+    first, _, rest = pk.partition(b" ")
+    flags = plans.get(first)
+    plans[pk] = plan
+    plans[first] = (flags if type(flags) is int else 0) | (2 if b" " in rest else 1)
+
+
 def plannable(text: str) -> bool:
     return len(text) < PLAN_MAX_CHARS and text.isascii() and not _SPLIT_MISMATCH.search(text)
 
@@ -269,17 +282,21 @@ class Applied(NamedTuple):
     numbers: tuple[int, ...]
 
 
-def select_plan(toks: list[bytes], plans: dict[bytes, Plan]) -> Applied | None:
-    """The plan that applies to these tokens (digit shapes), the first of `plan_keys`; or None.
+def select_plan(toks: list[bytes], plans: Plans) -> Applied | None:
+    """The plan that applies to these tokens (digit shapes), the first of `plan_keys` that the index
+    entry of the first token names; or None.
 
     A plan applies if every kept position holds its kept shape; then each position gets one effect, the
     last that applies of: kept, blanked (a blankable word), collapsed (a number). Positions out of range
     are skipped (a kept one makes the plan not apply). `learn` never makes two effects meet at one
     position, but the C mirror must agree on every input, so the order is part of the definition."""
     n = len(toks)
-    for pk in plan_keys(toks):
-        plan = plans.get(pk)
-        if plan is None or not all(
+    flags = plans.get(toks[0])
+    if type(flags) is not int:
+        return None
+    for kind, pk in zip((2, 1), plan_keys(toks), strict=True):
+        plan = plans.get(pk) if flags & kind else None
+        if type(plan) is not tuple or not all(
             0 <= j < n and toks[j] == t for j, t in zip(plan[1], plan[2], strict=True)
         ):
             continue
@@ -301,7 +318,7 @@ def _mask(positions: tuple[int, ...]) -> bytes:
     return sum(1 << j for j in positions).to_bytes(8, "little")
 
 
-def apply_plan(raw: bytes, shape: bytes, plans: dict[bytes, Plan]) -> bytes:
+def apply_plan(raw: bytes, shape: bytes, plans: Plans) -> bytes:
     """`shape` (`raw` with its digits made 0) under its plan, or `shape`. Under a plan: the byte 0xff
     (never in UTF-8, so never in a key without a plan), the blanked, kept and collapsed positions as
     three 64-bit masks, then `shape` with the blanked words replaced by BLANK, the kept tokens as in
@@ -327,7 +344,7 @@ def apply_plan(raw: bytes, shape: bytes, plans: dict[bytes, Plan]) -> bytes:
     return b"\xff" + _mask(a.blank) + _mask(a.keep) + _mask(a.numbers) + b"".join(parts)
 
 
-def key_py(text: str, plans: dict[bytes, Plan]) -> Key:
+def key_py(text: str, plans: Plans) -> Key:
     """The cache key of a text: its stage-0 text, UTF-8, every ASCII digit made ``0``, under its plan."""
     raw = stage0_py(text).encode()
     shape = raw.translate(DIGIT_SHAPE)
@@ -368,7 +385,7 @@ def lookup_events_py(
     events: list[Any],
     key_attrs: tuple[str, ...],
     template_attr: str,
-    second: dict[tuple[Any, ...], tuple[dict[bytes, Plan], dict[Key, Any]]],
+    second: dict[tuple[Any, ...], tuple[Plans, dict[Key, Any]]],
     miss: Any,
 ) -> list[Any]:
     """The hot path's second level in one call (one C loop when built): for each event, its raw key
@@ -402,7 +419,7 @@ def first_level_py(
     return out
 
 
-key: Callable[[str, dict[bytes, Plan]], Key] = key_py
+key: Callable[[str, Plans], Key] = key_py
 lookup_events: Callable[..., list[Any]] = lookup_events_py
 first_level: Callable[..., list[Any]] = first_level_py
 ACCELERATED = False
