@@ -256,8 +256,9 @@ _TEMPLATES = [
     "search {quoted} by {user} returned {int} hits",
     "password reset requested for {email} from {ip}",
     "consumer {pod} joined group {queue} generation={int}",
-    # a clock time: the rules read the length of the day number before it ("Jun 7 07:07:00" is one
-    # date, "Jun 777 07:07:00" is not), so no plan may collapse numbers here
+    # a clock time after a month name: the rules read the length of the day number before it ("Jun 7
+    # 07:07:00" is one date, "Jun 777 07:07:00" is not), so no plan may collapse numbers there; a clock
+    # time with no month name in the text reads no length, and numbers collapse
     "backup of {user} took {small} at Jun {small} {clock}",
     "backup of {user} took {small} at {clock}",
     # random ids of letters only, which plans blank once the structural stage masks them; some hold

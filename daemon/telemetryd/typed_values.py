@@ -199,8 +199,8 @@ _WS = re.compile(rb"([ \t\n\r\x0b\x0c]+)")
 _SPLIT_MISMATCH = re.compile("[\x1c-\x1f]")
 HAS_DIGIT = re.compile("[0-9]")
 # A number as one token: "1049ms", "(845.7ms),", "rows=244304", "62%". Every rule masks the number in it
-# whole, whatever the length of its digit runs (docs/design.md); only a clock-time context (the rules'
-# ":\d\d" gate, for dates such as "Jun 17 07:07:00") reads the length, and no plan collapses there.
+# whole, whatever the length of its digit runs (docs/design.md); only the date rules ("Jun 17 07:07:00":
+# a month name, behind the rules' ":\d\d" gate) read the length, and no plan collapses where they may.
 NUMBER = re.compile(rb"[(\[]?(?:[a-z_]+=)?[0-9]+(?:\.[0-9]+)*[A-Za-z%]*[)\],;]*")
 _DIGIT_RUN = re.compile(rb"[0-9]+")
 _CLOCK_HINT = re.compile(":[0-9][0-9]")
@@ -226,6 +226,16 @@ _CALENDAR = (
     *(b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"),
     *(b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"),
 )
+
+
+_CALENDAR_WORD = re.compile("|".join(w.decode() for w in _CALENDAR))
+
+
+def _dated(text: str) -> bool:
+    """Whether a date rule may match in `text`: both need a month name, behind the ":\\d\\d" gate
+    (months and weekdays are both checked: the weekday form needs a month too, so this only errs on
+    the side of collapsing less)."""
+    return _CLOCK_HINT.search(text) is not None and _CALENDAR_WORD.search(text) is not None
 
 
 def blankable(tok: bytes) -> bool:
@@ -371,7 +381,7 @@ def learn(prepared: str, rule_template: str, template: str) -> tuple[list[bytes]
     keep = tuple(j for j in range(n) if HAS_DIGIT.search(ft[j]))
     shapes = [t.encode().translate(DIGIT_SHAPE) for t in toks]
     collapse: tuple[int, ...] = ()
-    if not _CLOCK_HINT.search(prepared):
+    if not _dated(prepared):
         collapse = tuple(
             j for j in range(1, n) if j not in keep and PLACEHOLDER in rt[j] and NUMBER.fullmatch(shapes[j])
         )
