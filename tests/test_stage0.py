@@ -69,6 +69,8 @@ _PIECES = st.sampled_from(
         " ",
         "  ",
         "\t",
+        "\n",
+        "\x0b\x0c\r",
         "\x1c",
         '"',
         "'",

@@ -405,6 +405,7 @@ static Py_ssize_t stage0(const unsigned char *s, Py_ssize_t n, unsigned char *ou
         int keep = 0;
         Py_ssize_t keep_from = -1;
         Py_ssize_t end = -1;
+        Py_ssize_t word_end = i + 1; /* past the word character run at i, when c starts one */
         unsigned char c = s[i];
         if (c == '"') {
             if (has_quote) end = m_quoted(s, n, i, &keep);
@@ -425,6 +426,7 @@ static Py_ssize_t stage0(const unsigned char *s, Py_ssize_t n, unsigned char *ou
                 i = e;
                 continue;
             }
+            word_end = e;
         }
         if (end < 0 && is_hex(c)) {
             if (has_dash) end = m_uuid(s, n, i);
@@ -458,8 +460,10 @@ static Py_ssize_t stage0(const unsigned char *s, Py_ssize_t n, unsigned char *ou
         if (end < 0 && has_dash && lower_alnum(c)) end = m_dashed(s, n, i, &keep);
         if (end < 0 && has_dot && is_alnum(c)) end = m_host(s, n, i, &keep);
         if (end < 0) {
-            out[o++] = c;
-            i++;
+            /* nothing starts here; nor at the rest of its word (a word character precedes each) */
+            memcpy(out + o, s + i, (size_t)(word_end - i));
+            o += word_end - i;
+            i = word_end;
             continue;
         }
         if (keep) {
@@ -716,8 +720,13 @@ static Py_ssize_t format_count(char *out, Py_ssize_t n) {
 static void put_masks(char *out, const char *flag, Py_ssize_t ntok) {
     unsigned long long m[4] = {0, 0, 0, 0};
     for (Py_ssize_t j = 0; j < ntok && j < 64; j++) m[(unsigned char)flag[j] & 3] |= 1ULL << j;
-    for (int w = 1; w <= 3; w++)
+    for (int w = 1; w <= 3; w++) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(out + 8 * (w - 1), &m[w], 8);
+#else
         for (int k = 0; k < 8; k++) out[8 * (w - 1) + k] = (char)((m[w] >> (8 * k)) & 0xff);
+#endif
+    }
 }
 
 /* the key under the plan that applies (typed_values.apply_plan), or NULL: no plan (no error set) */
@@ -794,6 +803,69 @@ static int split_mismatch(const unsigned char *s, Py_ssize_t n) {
     return 0;
 }
 
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* the bytes lo..hi of v (eight ASCII bytes, so no sum below carries into the next byte), as their
+ * high bits */
+static inline unsigned long long bytes_in(unsigned long long v, unsigned char lo, unsigned char hi) {
+    return (v + (0x80ULL - lo) * ONES) & ~(v + (0x7fULL - hi) * ONES) & HIGHS;
+}
+
+/* shape[0:len] = raw with the digits 1-9 made 0, and the tokens of raw (runs without white space) as
+ * ts/te; returns their count, or -1 past min(max_tokens, MAXTOK) tokens (the shape is whole then).
+ * Eight bytes at a time: the white space of a word is a bit mask, and each token start and end one bit
+ * of it (raw is ASCII). */
+static Py_ssize_t shape_and_tokens(const unsigned char *raw, unsigned char *shape, Py_ssize_t len, Py_ssize_t *ts,
+                                   Py_ssize_t *te) {
+    Py_ssize_t limit = max_tokens < MAXTOK ? max_tokens : MAXTOK;
+    Py_ssize_t ntok = 0, k = 0;
+    int in_tok = 0;
+    for (; k + 8 <= len; k += 8) {
+        unsigned long long v;
+        memcpy(&v, raw + k, 8);
+        unsigned long long sv = v & ~(((bytes_in(v, '1', '9') >> 7) & ONES) * 0x0f);
+        memcpy(shape + k, &sv, 8);
+        if (ntok < 0) continue;
+        unsigned long long wsv = bytes_in(v, 0x09, 0x0d) | bytes_in(v, ' ', ' ');
+        unsigned ws = (unsigned)((((wsv >> 7) & ONES) * 0x0102040810204080ULL) >> 56);
+        unsigned prev = ((ws << 1) | (in_tok ? 0u : 1u)) & 0xff; /* bit i: byte i-1 is white space */
+        unsigned edges = ((~ws & prev) | (ws & ~prev)) & 0xff;   /* token starts and token ends */
+        while (edges) {
+            int b = __builtin_ctz(edges);
+            edges &= edges - 1;
+            if (ws >> b & 1) {
+                te[ntok++] = k + b;
+            } else {
+                if (ntok >= limit) {
+                    ntok = -1;
+                    break;
+                }
+                ts[ntok] = k + b;
+            }
+        }
+        in_tok = !(ws >> 7 & 1);
+    }
+    for (; k < len; k++) {
+        unsigned char c = raw[k];
+        shape[k] = (c >= '1' && c <= '9') ? '0' : c;
+        if (ntok < 0) continue;
+        if (is_space(c)) {
+            if (in_tok) te[ntok++] = k;
+            in_tok = 0;
+        } else if (!in_tok) {
+            if (ntok >= limit) {
+                ntok = -1;
+                continue;
+            }
+            ts[ntok] = k;
+            in_tok = 1;
+        }
+    }
+    if (ntok >= 0 && in_tok) te[ntok++] = len;
+    return ntok;
+}
+
 static PyObject *key_of(PyObject *text, PyObject *plans) {
     if (!PyUnicode_Check(text)) {
         PyErr_SetString(PyExc_TypeError, "key() text must be str");
@@ -818,26 +890,8 @@ static PyObject *key_of(PyObject *text, PyObject *plans) {
     if (!plannable) {
         for (Py_ssize_t k = 0; k < len; k++) shape[k] = (raw[k] >= '1' && raw[k] <= '9') ? '0' : raw[k];
     } else {
-        /* the shape and its tokens (white-space separated) in one pass */
-        Py_ssize_t ts[MAXTOK], te[MAXTOK], ntok = 0;
-        int in_tok = 0;
-        for (Py_ssize_t k = 0; k < len; k++) {
-            unsigned char c = raw[k];
-            shape[k] = (c >= '1' && c <= '9') ? '0' : c;
-            if (is_space(c)) {
-                if (in_tok) te[ntok++] = k;
-                in_tok = 0;
-            } else if (!in_tok) {
-                if (ntok >= max_tokens || ntok >= MAXTOK) {
-                    ntok = -1;
-                    for (Py_ssize_t m = k; m < len; m++) shape[m] = (raw[m] >= '1' && raw[m] <= '9') ? '0' : raw[m];
-                    break;
-                }
-                ts[ntok] = k;
-                in_tok = 1;
-            }
-        }
-        if (in_tok) te[ntok++] = len;
+        Py_ssize_t ts[MAXTOK], te[MAXTOK];
+        Py_ssize_t ntok = shape_and_tokens(raw, shape, len, ts, te);
         if (ntok >= 2) {
             result = planned(plans, raw, shape, len, ts, te, ntok);
             if (result == NULL && PyErr_Occurred()) goto done;
