@@ -650,6 +650,49 @@ static PyObject *interned_key(PyObject **items, Py_ssize_t n, const char *tail, 
     return t;
 }
 
+/* intern(o): the object the key table holds for the content of o (bytes, or a tuple of str and bytes),
+ * which becomes o itself where the table held none; o for any other object. The caches' keys made so
+ * are the objects the block calls make for the same content, so a dict lookup finds them by identity
+ * instead of comparing contents. */
+static PyObject *intern(PyObject *self, PyObject *o) {
+    (void)self;
+    unsigned long long h;
+    if (PyBytes_CheckExact(o)) {
+        h = content_hash(PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o), 0x62797465ULL);
+    } else if (PyTuple_CheckExact(o)) {
+        h = 0x7475706cULL; /* as interned_key hashes its items */
+        for (Py_ssize_t f = 0; f < PyTuple_GET_SIZE(o); f++) {
+            const void *d;
+            Py_ssize_t sz;
+            int kind;
+            if (!item_content(PyTuple_GET_ITEM(o, f), &d, &sz, &kind)) return Py_NewRef(o);
+            h = mix(h, content_hash(d, sz, (unsigned long long)kind + 1));
+        }
+    } else {
+        return Py_NewRef(o);
+    }
+    islot *sl = &itab[h & (ISLOTS - 1)];
+    PyObject *t = sl->obj;
+    int same = t != NULL && sl->h == h && Py_TYPE(t) == Py_TYPE(o);
+    if (same && PyBytes_CheckExact(o)) {
+        same = PyBytes_GET_SIZE(t) == PyBytes_GET_SIZE(o) &&
+               memcmp(PyBytes_AS_STRING(t), PyBytes_AS_STRING(o), (size_t)PyBytes_GET_SIZE(o)) == 0;
+    } else if (same) {
+        same = PyTuple_GET_SIZE(t) == PyTuple_GET_SIZE(o);
+        for (Py_ssize_t f = 0; f < PyTuple_GET_SIZE(o) && same; f++) {
+            const void *dx, *dy;
+            Py_ssize_t sx, sy;
+            int kx, ky;
+            same = item_content(PyTuple_GET_ITEM(t, f), &dx, &sx, &kx) &&
+                   item_content(PyTuple_GET_ITEM(o, f), &dy, &sy, &ky) && kx == ky && sx == sy &&
+                   memcmp(dx, dy, (size_t)sx) == 0;
+        }
+    }
+    if (same) return Py_NewRef(t);
+    islot_put(sl, o, h);
+    return Py_NewRef(o);
+}
+
 /* flag[j] = value for each position j of `positions` in range whose token `applies` to: 1 if any, 0 if
  * none, -1 on error (a position that is not an int) */
 static int mark(PyObject *positions, int (*applies)(const unsigned char *, Py_ssize_t), char value,
@@ -1176,6 +1219,7 @@ static PyMethodDef methods[] = {
     {"key", (PyCFunction)(void (*)(void))key, METH_FASTCALL, "typed_values.key_py, for ASCII text"},
     {"lookup_events", (PyCFunction)(void (*)(void))lookup_events, METH_FASTCALL, "typed_values.lookup_events_py"},
     {"stage0", stage0_text, METH_O, "typed_values.stage0_py, for an ASCII text"},
+    {"intern", intern, METH_O, "the key table's object for this content (bytes, or a tuple of str and bytes)"},
     {"first_level", (PyCFunction)(void (*)(void))first_level, METH_FASTCALL, "typed_values.first_level_py"},
     {"configure", configure, METH_VARARGS,
      "configure(fallback, max_chars, max_tokens, gtlds, not_tlds, file_exts, sensitive, http_methods, calendar)"},

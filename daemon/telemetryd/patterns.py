@@ -33,6 +33,7 @@ from .typed_values import (
     PLAN_MAX_CHARS,
     Key,
     Plans,
+    intern,
     learn,
     plannable,
     put_plan,
@@ -360,7 +361,7 @@ class PatternCounter:
             # unless plans exist for its key values (one may need cutting), its key is shape0.
             sec = self._second.get(raw_key)
             if sec is None:
-                sec = self._second[raw_key] = ({}, {})
+                sec = self._second[intern(raw_key)] = ({}, {})
                 self._second_size += 1  # key values count too: each may hold no entry
             plans, entries = sec
             learns = final != tpl or HAS_DIGIT.search(text) is not None or bool(plans)

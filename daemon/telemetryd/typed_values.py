@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from itertools import pairwise
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 PLACEHOLDER = "<*>"
 _P = PLACEHOLDER
@@ -272,8 +272,18 @@ def put_plan(plans: Plans, pk: bytes, plan: Plan) -> None:
     """plans[pk] = plan, and the index entry of its first token."""
     first, _, rest = pk.partition(b" ")
     flags = plans.get(first)
-    plans[pk] = plan
-    plans[first] = (flags if type(flags) is int else 0) | (2 if b" " in rest else 1)
+    plans[intern(pk)] = plan
+    plans[intern(first)] = (flags if type(flags) is int else 0) | (2 if b" " in rest else 1)
+
+
+_K = TypeVar("_K")
+
+
+def intern(key: _K) -> _K:
+    """The object the C lookups make for a key of this content (bytes, or a tuple of str and bytes), so
+    that a dict stores the object they will look it up with and finds it by identity; `key` itself
+    without the C build. A pure speed-up: the object is equal to `key`."""
+    return _intern(key) if _intern is not None else key
 
 
 def plannable(text: str) -> bool:
@@ -434,6 +444,7 @@ lookup_events: Callable[..., list[Any]] = lookup_events_py
 first_level: Callable[..., list[Any]] = first_level_py
 ACCELERATED = False
 _stage0_ascii: Callable[[str], str] | None = None
+_intern: Callable[[Any], Any] | None = None
 try:
     from . import _stage0  # type: ignore[attr-defined]
 except ImportError:  # no compiler where it was installed: the pure pass is the same, only slower
@@ -454,4 +465,5 @@ else:
     lookup_events = _stage0.lookup_events
     first_level = _stage0.first_level
     _stage0_ascii = _stage0.stage0
+    _intern = _stage0.intern
     ACCELERATED = True
