@@ -272,7 +272,21 @@ _TEMPLATES = [
     "grant {alpha_id} bob from {idp}",
     "evicted {alpha_id} KB for {user}",
     "grant {user}{userish} bob from {idp}",
+    # a name before "-" and a digit (plans blank it: blank_head), with names that rules read: values
+    # ("root"), named encodings ("utf-8"), units after a number ("< 5 ms-3"), the clause words of the
+    # "user NAME" rule ("bob from-3"), "unknown", and a size unit after the token
+    "upstream {head}:{port} responded slowly ({ms}), retrying",
+    "replica {head} lag is {sec} behind primary",
+    "login user {user} {head} done",
+    "user {head} from {idp}",
+    "latency < {small} {head} ok",
+    "fetched {head} KB from cache",
 ]
+
+
+# names that a rule reads, before "-" and a digit
+_READ_NAMES = ["root", "admin", "true", "utf", "ucs", "iso", "windows", "sha", "from", "to", "ms", "s"]
+_READ_NAMES += ["unknown", "user", "superuser", "bf", "x", "i"]
 
 
 def _service_events(seed: int, n: int) -> list[dict[str, str]]:
@@ -321,6 +335,12 @@ def _service_events(seed: int, n: int) -> list[dict[str, str]]:
         "clock": lambda: f"{rnd.randint(0, 23):02d}:{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}",
         "alpha_id": alpha_id,
         "userish": lambda: rnd.choice(["", "user", "User", "s"]),
+        "head": lambda: (
+            rnd.choice([*users[:6], *_READ_NAMES])
+            + "-"
+            + rnd.choice(["7", "07", "8", "16", "8859-1", "1252", "5:5432", "18:6379", "3.internal", "7:80"])
+        ),
+        "port": lambda: str(rnd.randint(1, 65535)),
     }
     out = []
     for _ in range(n):
@@ -416,6 +436,32 @@ def test_plans_blank_names_only_where_the_structure_masks_them() -> None:
     assert live.template == "user <*> signed in via okta" and live.count == 9
     # A word a rule reads is never blanked: "via" stays in the key
     assert not tv.blankable(b"via") and not tv.blankable(b"ms") and tv.blankable(b"gil")
+
+
+def test_plans_blank_the_name_of_a_host_port_token() -> None:
+    """Once the structural stage masks the host name of `name-NN:port`, a new host name, of any length,
+    hits the cache: the name is blanked and only the shape of the rest stays in the key."""
+    pc = PatternCounter(Extractor(["service"], "message", []), 1000, 1 << 20)
+
+    def block(hosts: list[str]) -> bytes:
+        return b"".join(
+            json.dumps({"service": "a", "message": f"upstream {h}:5432 responded slowly"}).encode() + b"\n"
+            for h in hosts
+        )
+
+    pc.process_block(block(["db-07", "cache-12", "auth-03", "queue-44", "search-91"]), 0.0)
+    calls = []
+    real = pc._lookup
+    pc._lookup = lambda k, m, now: calls.append(m) or real(k, m, now)  # type: ignore[method-assign]
+    pc.process_block(block(["payments-18", "x-55", "ledgerwriter-20"]), 0.0)
+    assert calls == []
+    (live,) = [p for p in pc.table.values() if p.absorbed_into is None]
+    assert live.template == "upstream <*>:<*> responded slowly" and live.count == 8
+    # the rest of the token stays: another digit count is another key
+    pc.process_block(block(["db-7"]), 0.0)
+    assert len(calls) == 1
+    assert tv.blank_head(b"db-07:5432") == 2
+    assert tv.blank_head(b"from-3") == tv.blank_head(b"Db-07") == tv.blank_head(b"db-x") == 0
 
 
 def test_a_text_that_teaches_nothing_is_not_stored_under_a_plan() -> None:

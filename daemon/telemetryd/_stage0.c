@@ -508,6 +508,23 @@ static int blankable(const unsigned char *t, Py_ssize_t len) {
     return 1;
 }
 
+/* typed_values.blank_head: the length of the name before "-" and a digit that starts the token, or 0 */
+static Py_ssize_t blank_head(const unsigned char *t, Py_ssize_t len) {
+    if (len <= 0 || len > 64) return 0;
+    Py_ssize_t k = 0;
+    while (k < len && is_lower(t[k])) k++;
+    if (k == 0 || k + 1 >= len || t[k] != '-' || !is_digit(t[k + 1])) return 0;
+    if (k >= 4 && memcmp(t + k - 4, "user", 4) == 0) return 0;
+    if (k <= sensitive.maxlen && in_words(&sensitive, t, k)) return 0;
+    return k;
+}
+
+/* what a plan's blank position does to this token (typed_values.select_plan): 1 blank it whole, 5
+ * blank its name (blank_head), 0 nothing */
+static int blank_kind(const unsigned char *t, Py_ssize_t len) {
+    return blankable(t, len) ? 1 : blank_head(t, len) ? 5 : 0;
+}
+
 /* typed_values.NUMBER: [(\[]?(?:[a-z_]+=)?[0-9]+(?:\.[0-9]+)*[A-Za-z%]*[)\],;]* matching the whole token */
 static int is_number(const unsigned char *t, Py_ssize_t len) {
     Py_ssize_t k = 0;
@@ -526,6 +543,9 @@ static int is_number(const unsigned char *t, Py_ssize_t len) {
     while (k < len && (t[k] == ')' || t[k] == ']' || t[k] == ',' || t[k] == ';')) k++;
     return k == len;
 }
+
+/* what a plan's number position does to this token: 3 collapse it (is_number), 0 nothing */
+static int number_kind(const unsigned char *t, Py_ssize_t len) { return is_number(t, len) ? 3 : 0; }
 
 /* Objects by content, so that a key made again is the object made before: its hash is then cached and
  * nothing is allocated. The keys of the caches repeat far more than texts do (a planned key stands for
@@ -693,16 +713,17 @@ static PyObject *intern(PyObject *self, PyObject *o) {
     return Py_NewRef(o);
 }
 
-/* flag[j] = value for each position j of `positions` in range whose token `applies` to: 1 if any, 0 if
+/* flag[j] = what `applies` says (not 0) for each position j of `positions` in range: 1 if any, 0 if
  * none, -1 on error (a position that is not an int) */
-static int mark(PyObject *positions, int (*applies)(const unsigned char *, Py_ssize_t), char value,
-                const unsigned char *shape, const Py_ssize_t *ts, const Py_ssize_t *te, Py_ssize_t ntok, char *flag) {
+static int mark(PyObject *positions, int (*applies)(const unsigned char *, Py_ssize_t), const unsigned char *shape,
+                const Py_ssize_t *ts, const Py_ssize_t *te, Py_ssize_t ntok, char *flag) {
     int any = 0;
     for (Py_ssize_t b = 0; b < PyTuple_GET_SIZE(positions); b++) {
         Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(positions, b));
         if (j == -1 && PyErr_Occurred()) return -1;
-        if (j >= 0 && j < ntok && applies(shape + ts[j], te[j] - ts[j])) {
-            flag[j] = value;
+        int r = j >= 0 && j < ntok ? applies(shape + ts[j], te[j] - ts[j]) : 0;
+        if (r) {
+            flag[j] = (char)r;
             any = 1;
         }
     }
@@ -712,7 +733,8 @@ static int mark(PyObject *positions, int (*applies)(const unsigned char *, Py_ss
 /* plans[key] if it is a plan that applies to these tokens (a new reference), else NULL (no error) or
  * NULL with an error set */
 /* typed_values.select_plan for one plan key: 1 and the positions it blanks, keeps and collapses in
- * this text (as flags, 1 blank, 2 keep, 3 collapse) if plans[key] applies; 0 if not; -1 on error */
+ * this text (as flags, 1 blank, 5 blank the name, 2 keep, 3 collapse) if plans[key] applies; 0 if not; -1
+ * on error */
 static int find_plan(PyObject *plans, const char *key, Py_ssize_t keylen, const unsigned char *shape,
                      const Py_ssize_t *ts, const Py_ssize_t *te, Py_ssize_t ntok, char *flag) {
     PyObject *k = interned_bytes(key, keylen);
@@ -739,9 +761,9 @@ static int find_plan(PyObject *plans, const char *key, Py_ssize_t keylen, const 
         flag[j] = 2;
         any = 1;
     }
-    int blanked = mark(blank, blankable, 1, shape, ts, te, ntok, flag);
+    int blanked = mark(blank, blank_kind, shape, ts, te, ntok, flag);
     if (blanked < 0) return -1;
-    int collapsed = mark(numbers, is_number, 3, shape, ts, te, ntok, flag);
+    int collapsed = mark(numbers, number_kind, shape, ts, te, ntok, flag);
     if (collapsed < 0) return -1;
     return any || blanked || collapsed;
 }
@@ -759,7 +781,7 @@ static Py_ssize_t format_count(char *out, Py_ssize_t n) {
     return 1 + d;
 }
 
-/* the blanked, kept and collapsed positions (flags 1, 2, 3) as three 64-bit little-endian masks */
+/* the blanked, kept and collapsed positions (flags 1 and 5, 2, 3) as three 64-bit little-endian masks */
 static void put_masks(char *out, const char *flag, Py_ssize_t ntok) {
     unsigned long long m[4] = {0, 0, 0, 0};
     for (Py_ssize_t j = 0; j < ntok && j < 64; j++) m[(unsigned char)flag[j] & 3] |= 1ULL << j;
@@ -813,6 +835,11 @@ static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned cha
         o += ts[j] - prev;
         if (flag[j] == 1) {
             r[o++] = 0;
+        } else if (flag[j] == 5) {
+            Py_ssize_t h = blank_head(shape + ts[j], te[j] - ts[j]);
+            r[o++] = 0;
+            memcpy(r + o, shape + ts[j] + h, (size_t)(te[j] - ts[j] - h));
+            o += te[j] - ts[j] - h;
         } else if (flag[j] == 3) {
             /* each run of digits one 0 */
             for (Py_ssize_t k = ts[j]; k < te[j]; k++)

@@ -261,6 +261,22 @@ def blankable(tok: bytes) -> bool:
     )
 
 
+_HEAD = re.compile(rb"([a-z]+)-[0-9]")
+
+
+def blank_head(tok: bytes) -> int:
+    """The length of the name a plan may blank at the start of a token such as ``db-07``,
+    ``zdev-18:6379`` or ``web-3.internal``: lower-case letters, then "-" and a digit; 0 for any other
+    token. The rest of the token stays in the key. No rule reads such a name but to keep it or make it
+    one value, and neither changes where the token's structural pieces begin and end (docs/design.md,
+    "Cache keys and plans"), minus what a rule spanning tokens reads, as for `blankable`."""
+    m = _HEAD.match(tok)
+    if m is None or len(tok) > 64:
+        return 0
+    name = m.group(1)
+    return 0 if name in SENSITIVE or name.endswith(b"user") else len(name)
+
+
 def plan_keys(toks: list[bytes]) -> tuple[bytes, bytes]:
     """The two keys a plan may be stored under: the first two tokens and the count, then the first token
     and the count. Plans under the first are tried first (see `learn`)."""
@@ -321,7 +337,7 @@ def select_plan(toks: list[bytes], plans: Plans) -> Applied | None:
         ):
             continue
         effect = dict.fromkeys(plan[1], 2)
-        effect.update((j, 1) for j in plan[0] if 0 <= j < n and blankable(toks[j]))
+        effect.update((j, 1) for j in plan[0] if 0 <= j < n and (blankable(toks[j]) or blank_head(toks[j])))
         effect.update((j, 3) for j in plan[3] if 0 <= j < n and NUMBER.fullmatch(toks[j]))
         if effect:
             return Applied(
@@ -341,8 +357,8 @@ def _mask(positions: tuple[int, ...]) -> bytes:
 def apply_plan(raw: bytes, shape: bytes, plans: Plans) -> bytes:
     """`shape` (`raw` with its digits made 0) under its plan, or `shape`. Under a plan: the byte 0xff
     (never in UTF-8, so never in a key without a plan), the blanked, kept and collapsed positions as
-    three 64-bit masks, then `shape` with the blanked words replaced by BLANK, the kept tokens as in
-    `raw` and the digit runs of the collapsed numbers each made one 0."""
+    three 64-bit masks, then `shape` with the blanked words (or names) replaced by BLANK, the kept
+    tokens as in `raw` and the digit runs of the collapsed numbers each made one 0."""
     parts = _WS.split(shape)
     first = 2 if parts[0] == b"" else 0  # a leading separator: b"", separator, first token
     toks = parts[first::2]
@@ -357,8 +373,8 @@ def apply_plan(raw: bytes, shape: bytes, plans: Plans) -> bytes:
         kept = _WS.split(raw)
         for j in a.keep:
             parts[first + 2 * j] = kept[first + 2 * j]
-    for j in a.blank:
-        parts[first + 2 * j] = BLANK
+    for j in a.blank:  # a blankable word whole, or the name at the start of a token (blank_head)
+        parts[first + 2 * j] = BLANK if blankable(toks[j]) else BLANK + toks[j][blank_head(toks[j]) :]
     for j in a.numbers:
         parts[first + 2 * j] = _DIGIT_RUN.sub(b"0", toks[j])
     return b"\xff" + _mask(a.blank) + _mask(a.keep) + _mask(a.numbers) + b"".join(parts)
@@ -373,9 +389,20 @@ def key_py(text: str, plans: Plans) -> Key:
     return shape
 
 
+_PIECE_END = re.compile("[:=,()\\[\\]\"']")  # structure.py's separators within a token
+
+
+def _structure_masked_head(rule_token: str, token: str) -> bool:
+    """Whether the structural stage masked the first piece of a token (the rules left something else
+    there) and the token keeps no digit (which a plan would have to keep as well)."""
+    head = _PIECE_END.split(token, 1)[0]
+    return head == PLACEHOLDER != _PIECE_END.split(rule_token, 1)[0] and HAS_DIGIT.search(token) is None
+
+
 def learn(prepared: str, rule_template: str, template: str) -> tuple[list[bytes], Plan, bytes] | None:
     """(tokens, plan, plan key) a message teaches: the plain words of its stage-0 text that the
-    structural stage masked in its `template`, the tokens of `template` that keep a digit, and the
+    structural stage masked in its `template` (and the names of tokens such as ``db-07:5432`` whose
+    first piece it masked), the tokens of `template` that keep a digit, and the
     numbers the rules masked; None if plans cannot say anything about it."""
     toks = prepared.split()
     n = len(toks)
@@ -386,7 +413,10 @@ def learn(prepared: str, rule_template: str, template: str) -> tuple[list[bytes]
     if len(rt) != n or len(ft) != n:
         return None
     blank = tuple(
-        j for j in range(1, n) if ft[j] == PLACEHOLDER and rt[j] == toks[j] and blankable(toks[j].encode())
+        j
+        for j in range(1, n)
+        if (ft[j] == PLACEHOLDER and rt[j] == toks[j] and blankable(toks[j].encode()))
+        or (_structure_masked_head(rt[j], ft[j]) and blank_head(toks[j].encode()))
     )
     keep = tuple(j for j in range(n) if HAS_DIGIT.search(ft[j]))
     shapes = [t.encode().translate(DIGIT_SHAPE) for t in toks]
