@@ -550,12 +550,16 @@ static int number_kind(const unsigned char *t, Py_ssize_t len) { return is_numbe
 /* Objects by content, so that a key made again is the object made before: its hash is then cached and
  * nothing is allocated. The keys of the caches repeat far more than texts do (a planned key stands for
  * every text of its template; a plan key for every text of its first tokens; key values for every event
- * of a service). A pure speed-up: a slot is reused only when its object has exactly the content wanted,
- * and a new content replaces the slot's object. Bounded: ISLOTS objects. */
+ * of a service). A pure speed-up: a slot is reused only when its object has exactly the content wanted.
+ * A new content replaces the slot's object unless that was found again since it last held off one (a
+ * second chance): contents seen once, such as the first level's keys of texts with ids, then pass
+ * through without evicting the keys that recur, whose objects the caches' dicts hold (a dict finds its
+ * own key object by identity, another by comparing contents). Bounded: ISLOTS objects. */
 #define ISLOTS 16384
 typedef struct {
     PyObject *obj;
     unsigned long long h;
+    int used; /* found again since put, or since it last held off a new content */
 } islot;
 static islot itab[ISLOTS];
 
@@ -583,7 +587,16 @@ static void islot_put(islot *sl, PyObject *o, unsigned long long h) {
     Py_INCREF(o);
     sl->obj = o;
     sl->h = h;
+    sl->used = 0;
     Py_XDECREF(old); /* bytes, or a tuple of str and bytes: no code runs */
+}
+
+/* a new object for the content hashing to h: into the slot, unless its object has its second chance */
+static void islot_offer(islot *sl, PyObject *o, unsigned long long h) {
+    if (sl->obj != NULL && sl->used)
+        sl->used = 0;
+    else
+        islot_put(sl, o, h);
 }
 
 /* bytes(p[0:n]), the object made last time for this content if the slot still holds it */
@@ -593,11 +606,12 @@ static PyObject *interned_bytes(const char *p, Py_ssize_t n) {
     PyObject *o = sl->obj;
     if (o != NULL && sl->h == h && PyBytes_CheckExact(o) && PyBytes_GET_SIZE(o) == n &&
         memcmp(PyBytes_AS_STRING(o), p, (size_t)n) == 0) {
+        sl->used = 1;
         Py_INCREF(o);
         return o;
     }
     o = PyBytes_FromStringAndSize(p, n);
-    if (o != NULL) islot_put(sl, o, h);
+    if (o != NULL) islot_offer(sl, o, h);
     return o;
 }
 
@@ -653,6 +667,7 @@ static PyObject *interned_key(PyObject **items, Py_ssize_t n, const char *tail, 
         }
         if (same) {
             for (Py_ssize_t f = 0; f < n; f++) Py_DECREF(items[f]);
+            sl->used = 1;
             Py_INCREF(t);
             return t;
         }
@@ -666,7 +681,7 @@ static PyObject *interned_key(PyObject **items, Py_ssize_t n, const char *tail, 
     }
     for (Py_ssize_t f = 0; f < n; f++) PyTuple_SET_ITEM(t, f, items[f]);
     if (tail != NULL) PyTuple_SET_ITEM(t, n, last);
-    if (sl != NULL) islot_put(sl, t, h);
+    if (sl != NULL) islot_offer(sl, t, h);
     return t;
 }
 
@@ -708,9 +723,9 @@ static PyObject *intern(PyObject *self, PyObject *o) {
                    memcmp(dx, dy, (size_t)sx) == 0;
         }
     }
-    if (same) return Py_NewRef(t);
-    islot_put(sl, o, h);
-    return Py_NewRef(o);
+    if (!same) islot_put(sl, o, h); /* the object a dict stores: it takes the slot */
+    sl->used = 1;
+    return Py_NewRef(sl->obj);
 }
 
 /* flag[j] = what `applies` says (not 0) for each position j of `positions` in range: 1 if any, 0 if
