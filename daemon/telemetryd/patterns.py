@@ -77,8 +77,11 @@ MISS = _Marker()
 # What a hot-path cache holds: a pattern, a marker, or None (the pattern table is full: overflow).
 Entry = PatternState | _Marker | None
 # When nearly every text of a block missed the first level even after it was taught (service
-# telemetry: every text has an id), this many blocks go straight to the second; then it is tried again.
+# telemetry: every text has an id), this many blocks go straight to the second; then it is tried again,
+# and each time it misses again twice as many go by, up to FIRST_LEVEL_SKIP_MAX (32 MiB of 128 KiB
+# parts: a workload that changes to texts without ids gets its first level back within that).
 FIRST_LEVEL_SKIP = 16
+FIRST_LEVEL_SKIP_MAX = 256
 
 
 def settings_digest(key_fields: Sequence[str], template_field: str, masks: Iterable[tuple[str, str]]) -> str:
@@ -194,6 +197,7 @@ class PatternCounter:
         # both levels give every text its own pattern).
         self._may_skip_first = ACCELERATED and bool(extractor.schema.template_field)
         self._skip_first = 0
+        self._skip_len = FIRST_LEVEL_SKIP
         self._taught = False
         # The structural stage (structure.py) and, per group, its live (not absorbed) entries: what a
         # position becoming variable folds. Both are derived from the table, never committed.
@@ -552,9 +556,13 @@ class PatternCounter:
                 idish = len(missed) * 5 > len(found) * 4 and missed0 * 4 < len(missed)
                 if idish and self._taught:
                     if self._may_skip_first:
-                        self._skip_first = FIRST_LEVEL_SKIP
-                elif missed0 < len(missed):
-                    self._teach_first(missed, found0)
+                        self._skip_first = self._skip_len
+                        self._skip_len = min(2 * self._skip_len, FIRST_LEVEL_SKIP_MAX)
+                else:
+                    if not idish:
+                        self._skip_len = FIRST_LEVEL_SKIP
+                    if missed0 < len(missed):
+                        self._teach_first(missed, found0)
                 self._taught = idish
             self._resolve(missed, found0, tally, now)
         overflow = tally.pop(None, 0)
