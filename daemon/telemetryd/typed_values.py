@@ -323,9 +323,10 @@ def select_plan(toks: list[bytes], plans: Plans) -> Applied | None:
     entry of the first token names; or None.
 
     A plan applies if every kept position holds its kept shape; then each position gets one effect, the
-    last that applies of: kept, blanked (a blankable word), collapsed (a number). Positions out of range
-    are skipped (a kept one makes the plan not apply). `learn` never makes two effects meet at one
-    position, but the C mirror must agree on every input, so the order is part of the definition."""
+    last that applies of: kept, blanked (a blankable word, or the name `blank_head` finds), collapsed (a
+    number). Positions out of range are skipped (a kept one makes the plan not apply). `learn` never
+    makes two effects meet at one position, but the C mirror must agree on every input, so the order is
+    part of the definition."""
     n = len(toks)
     flags = plans.get(toks[0])
     if type(flags) is not int:
