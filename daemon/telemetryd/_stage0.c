@@ -634,32 +634,42 @@ static int item_content(PyObject *v, const void **data, Py_ssize_t *size, int *k
 
 /* tuple(items[0:n]) (taking the references), with bytes(tail[0:tail_n]) as a last item if tail is not
  * NULL; or the tuple made last time with equal items, when they are all str or bytes */
-static PyObject *interned_key(PyObject **items, Py_ssize_t n, const char *tail, Py_ssize_t tail_n) {
-    unsigned long long h = 0x7475706cULL;
-    int plain = 1;
-    for (Py_ssize_t f = 0; f < n && plain; f++) {
+/* the key table's hash of a tuple of items[0:n] into *h: 1, or 0 if an item is neither str nor bytes */
+static int items_hash(PyObject *const *items, Py_ssize_t n, unsigned long long *h) {
+    *h = 0x7475706cULL;
+    for (Py_ssize_t f = 0; f < n; f++) {
         const void *d;
         Py_ssize_t sz;
         int kind;
-        if (item_content(items[f], &d, &sz, &kind))
-            h = mix(h, content_hash(d, sz, (unsigned long long)kind + 1));
-        else
-            plain = 0;
+        if (!item_content(items[f], &d, &sz, &kind)) return 0;
+        *h = mix(*h, content_hash(d, sz, (unsigned long long)kind + 1));
     }
+    return 1;
+}
+
+/* whether the first n items of tuple t have the contents of items[0:n] */
+static int items_equal(PyObject *t, PyObject *const *items, Py_ssize_t n) {
+    for (Py_ssize_t f = 0; f < n; f++) {
+        PyObject *x = PyTuple_GET_ITEM(t, f), *y = items[f];
+        const void *dx, *dy;
+        Py_ssize_t sx, sy;
+        int kx, ky;
+        if (x != y && !(item_content(x, &dx, &sx, &kx) && item_content(y, &dy, &sy, &ky) && kx == ky && sx == sy &&
+                        memcmp(dx, dy, (size_t)sx) == 0))
+            return 0;
+    }
+    return 1;
+}
+
+static PyObject *interned_key(PyObject **items, Py_ssize_t n, const char *tail, Py_ssize_t tail_n) {
+    unsigned long long h;
+    int plain = items_hash(items, n, &h);
     Py_ssize_t size = n + (tail != NULL);
     if (tail != NULL) h = mix(h, content_hash(tail, tail_n, 1));
     islot *sl = plain ? &itab[h & (ISLOTS - 1)] : NULL;
     PyObject *t = sl != NULL ? sl->obj : NULL;
     if (t != NULL && sl->h == h && PyTuple_CheckExact(t) && PyTuple_GET_SIZE(t) == size) {
-        int same = 1;
-        for (Py_ssize_t f = 0; f < n && same; f++) {
-            PyObject *x = PyTuple_GET_ITEM(t, f), *y = items[f];
-            const void *dx, *dy;
-            Py_ssize_t sx, sy;
-            int kx, ky;
-            same = x == y || (item_content(x, &dx, &sx, &kx) && item_content(y, &dy, &sy, &ky) && kx == ky &&
-                              sx == sy && memcmp(dx, dy, (size_t)sx) == 0);
-        }
+        int same = items_equal(t, items, n);
         if (same && tail != NULL) {
             PyObject *x = PyTuple_GET_ITEM(t, n);
             same = PyBytes_CheckExact(x) && PyBytes_GET_SIZE(x) == tail_n &&
@@ -695,14 +705,7 @@ static PyObject *intern(PyObject *self, PyObject *o) {
     if (PyBytes_CheckExact(o)) {
         h = content_hash(PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o), 0x62797465ULL);
     } else if (PyTuple_CheckExact(o)) {
-        h = 0x7475706cULL; /* as interned_key hashes its items */
-        for (Py_ssize_t f = 0; f < PyTuple_GET_SIZE(o); f++) {
-            const void *d;
-            Py_ssize_t sz;
-            int kind;
-            if (!item_content(PyTuple_GET_ITEM(o, f), &d, &sz, &kind)) return Py_NewRef(o);
-            h = mix(h, content_hash(d, sz, (unsigned long long)kind + 1));
-        }
+        if (!items_hash(((PyTupleObject *)o)->ob_item, PyTuple_GET_SIZE(o), &h)) return Py_NewRef(o);
     } else {
         return Py_NewRef(o);
     }
@@ -713,15 +716,8 @@ static PyObject *intern(PyObject *self, PyObject *o) {
         same = PyBytes_GET_SIZE(t) == PyBytes_GET_SIZE(o) &&
                memcmp(PyBytes_AS_STRING(t), PyBytes_AS_STRING(o), (size_t)PyBytes_GET_SIZE(o)) == 0;
     } else if (same) {
-        same = PyTuple_GET_SIZE(t) == PyTuple_GET_SIZE(o);
-        for (Py_ssize_t f = 0; f < PyTuple_GET_SIZE(o) && same; f++) {
-            const void *dx, *dy;
-            Py_ssize_t sx, sy;
-            int kx, ky;
-            same = item_content(PyTuple_GET_ITEM(t, f), &dx, &sx, &kx) &&
-                   item_content(PyTuple_GET_ITEM(o, f), &dy, &sy, &ky) && kx == ky && sx == sy &&
-                   memcmp(dx, dy, (size_t)sx) == 0;
-        }
+        same = PyTuple_GET_SIZE(t) == PyTuple_GET_SIZE(o) &&
+               items_equal(t, ((PyTupleObject *)o)->ob_item, PyTuple_GET_SIZE(o));
     }
     if (!same) islot_put(sl, o, h); /* the object a dict stores: it takes the slot */
     sl->used = 1;
