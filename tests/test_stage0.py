@@ -109,6 +109,9 @@ _PIECES = st.sampled_from(
         "./x",
         "../y",
         "web-7d4b9c8f6-x2x9z",
+        "r.io/img:1.2",
+        "/ab:",
+        "db-07:5432",
         "db-replica-07",
         "VLd9HlQ2BCPJx",
         "sk_live_",
@@ -281,6 +284,10 @@ _TEMPLATES = [
     "user {head} from {idp}",
     "latency < {small} {head} ok",
     "fetched {head} KB from cache",
+    # a name between "/" and ":" (plans blank it: blank_segment), with names that rules read there: hex
+    # groups when more colons follow ("dead:1:2:3"), a drive letter before ":\\", a URL scheme, values
+    "image {registry}/{segment}:{tag} pulled in {sec}",
+    "mounted {registry}/{segment}:{tag} at {clock}",
 ]
 
 
@@ -341,6 +348,11 @@ def _service_events(seed: int, n: int) -> list[dict[str, str]]:
             + rnd.choice(["7", "07", "8", "16", "8859-1", "1252", "5:5432", "18:6379", "3.internal", "7:80"])
         ),
         "port": lambda: str(rnd.randint(1, 65535)),
+        "registry": lambda: rnd.choice(["registry.example.com", "ghcr.io/acme", "x", "(x", "10.0.0.7:5000"]),
+        "segment": lambda: rnd.choice([*users[:6], *_READ_NAMES, "dead", "beef", "c", "ab", "abcd"]),
+        "tag": lambda: rnd.choice(
+            ["1.4.2", "v2", "latest", "1:2:3", "be:ef.1", ":1", "\\x\\y", "//h/p", "3.0.0-rc1", "a=1", "7"]
+        ),
     }
     out = []
     for _ in range(n):

@@ -519,10 +519,30 @@ static Py_ssize_t blank_head(const unsigned char *t, Py_ssize_t len) {
     return k;
 }
 
-/* what a plan's blank position does to this token (typed_values.select_plan): 1 blank it whole, 5
- * blank its name (blank_head), 0 nothing */
+/* typed_values.blank_segment: 1 and the bounds [*a, *b) of the name between the last "/" of the first
+ * structural piece and the ":" that ends it, or 0 */
+static int blank_segment(const unsigned char *t, Py_ssize_t len, Py_ssize_t *a, Py_ssize_t *b) {
+    if (len <= 0 || len > 64) return 0;
+    Py_ssize_t p = 0;
+    while (p < len && !(t[p] != 0 && strchr(":=,()[]\"'", t[p]) != NULL)) p++;
+    if (p >= len || t[p] != ':' || (p + 1 < len && t[p + 1] == '\\')) return 0;
+    for (Py_ssize_t k = p + 1; k < len; k++)
+        if (t[k] == ':') return 0;
+    Py_ssize_t q = p;
+    while (q > 0 && is_lower(t[q - 1])) q--;
+    if (q == p || q == 0 || t[q - 1] != '/') return 0;
+    if (p - q >= 4 && memcmp(t + p - 4, "user", 4) == 0) return 0;
+    if (p - q <= sensitive.maxlen && in_words(&sensitive, t + q, p - q)) return 0;
+    *a = q;
+    *b = p;
+    return 1;
+}
+
+/* what a plan's blank position does to this token (typed_values.blanked): 1 blank it whole, 5 blank
+ * its name (blank_head), 9 blank its segment's name (blank_segment), 0 nothing */
 static int blank_kind(const unsigned char *t, Py_ssize_t len) {
-    return blankable(t, len) ? 1 : blank_head(t, len) ? 5 : 0;
+    Py_ssize_t a, b;
+    return blankable(t, len) ? 1 : blank_head(t, len) ? 5 : blank_segment(t, len, &a, &b) ? 9 : 0;
 }
 
 /* typed_values.NUMBER: [(\[]?(?:[a-z_]+=)?[0-9]+(?:\.[0-9]+)*[A-Za-z%]*[)\],;]* matching the whole token */
@@ -744,8 +764,8 @@ static int mark(PyObject *positions, int (*applies)(const unsigned char *, Py_ss
 /* plans[key] if it is a plan that applies to these tokens (a new reference), else NULL (no error) or
  * NULL with an error set */
 /* typed_values.select_plan for one plan key: 1 and the positions it blanks, keeps and collapses in
- * this text (as flags, 1 blank, 5 blank the name, 2 keep, 3 collapse) if plans[key] applies; 0 if not; -1
- * on error */
+ * this text (as flags, 1 blank, 5 and 9 blank a name, 2 keep, 3 collapse) if plans[key] applies; 0 if
+ * not; -1 on error */
 static int find_plan(PyObject *plans, const char *key, Py_ssize_t keylen, const unsigned char *shape,
                      const Py_ssize_t *ts, const Py_ssize_t *te, Py_ssize_t ntok, char *flag) {
     PyObject *k = interned_bytes(key, keylen);
@@ -792,7 +812,7 @@ static Py_ssize_t format_count(char *out, Py_ssize_t n) {
     return 1 + d;
 }
 
-/* the blanked, kept and collapsed positions (flags 1 and 5, 2, 3) as three 64-bit little-endian masks */
+/* the blanked, kept and collapsed positions (flags 1, 5 and 9; 2; 3) as three 64-bit little-endian masks */
 static void put_masks(char *out, const char *flag, Py_ssize_t ntok) {
     unsigned long long m[4] = {0, 0, 0, 0};
     for (Py_ssize_t j = 0; j < ntok && j < 64; j++) m[(unsigned char)flag[j] & 3] |= 1ULL << j;
@@ -851,6 +871,14 @@ static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned cha
             r[o++] = 0;
             memcpy(r + o, shape + ts[j] + h, (size_t)(te[j] - ts[j] - h));
             o += te[j] - ts[j] - h;
+        } else if (flag[j] == 9) {
+            Py_ssize_t a = 0, b = 0;
+            blank_segment(shape + ts[j], te[j] - ts[j], &a, &b);
+            memcpy(r + o, shape + ts[j], (size_t)a);
+            o += a;
+            r[o++] = 0;
+            memcpy(r + o, shape + ts[j] + b, (size_t)(te[j] - ts[j] - b));
+            o += te[j] - ts[j] - b;
         } else if (flag[j] == 3) {
             /* each run of digits one 0 */
             for (Py_ssize_t k = ts[j]; k < te[j]; k++)

@@ -277,6 +277,42 @@ def blank_head(tok: bytes) -> int:
     return 0 if name in SENSITIVE or name.endswith(b"user") else len(name)
 
 
+_SEGMENT = re.compile(rb"[^:=,()\[\]\"']*/([a-z]+):(?![\\])[^:]*")
+
+
+def blank_segment(tok: bytes) -> tuple[int, int] | None:
+    """Where the name is that a plan may blank in a token such as ``registry.example.com/api:1.4.2``
+    (start and end), or None: lower-case letters after the last "/" of the token's first structural
+    piece, which ends with them at a ":"; no other ":" after it, and no "\\" right after it. The rest
+    of the token stays in the key. As for `blank_head`, no rule reads such a name but to keep it or
+    make it one value; the colon and backslash conditions keep out the rules that read letters there
+    (IPv6 and PCI hex groups, a Windows drive letter). docs/design.md, "Cache keys and plans"."""
+    m = _SEGMENT.fullmatch(tok)
+    if m is None or len(tok) > 64:
+        return None
+    name = m.group(1)
+    if name in SENSITIVE or name.endswith(b"user"):
+        return None
+    return m.start(1), m.end(1)
+
+
+def blanks(tok: bytes) -> bool:
+    """Whether a plan's blank position does something to this token (a word, a name or a segment)."""
+    return blankable(tok) or blank_head(tok) > 0 or blank_segment(tok) is not None
+
+
+def blanked(tok: bytes) -> bytes:
+    """The token as the key holds it at a blank position where `blanks` is true."""
+    if blankable(tok):
+        return BLANK
+    h = blank_head(tok)
+    if h:
+        return BLANK + tok[h:]
+    seg = blank_segment(tok)
+    assert seg is not None
+    return tok[: seg[0]] + BLANK + tok[seg[1] :]
+
+
 def plan_keys(toks: list[bytes]) -> tuple[bytes, bytes]:
     """The two keys a plan may be stored under: the first two tokens and the count, then the first token
     and the count. Plans under the first are tried first (see `learn`)."""
@@ -323,10 +359,10 @@ def select_plan(toks: list[bytes], plans: Plans) -> Applied | None:
     entry of the first token names; or None.
 
     A plan applies if every kept position holds its kept shape; then each position gets one effect, the
-    last that applies of: kept, blanked (a blankable word, or the name `blank_head` finds), collapsed (a
-    number). Positions out of range are skipped (a kept one makes the plan not apply). `learn` never
-    makes two effects meet at one position, but the C mirror must agree on every input, so the order is
-    part of the definition."""
+    last that applies of: kept, blanked (`blanks`: a blankable word, or the name `blank_head` or
+    `blank_segment` finds), collapsed (a number). Positions out of range are skipped (a kept one makes
+    the plan not apply). `learn` never makes two effects meet at one position, but the C mirror must
+    agree on every input, so the order is part of the definition."""
     n = len(toks)
     flags = plans.get(toks[0])
     if type(flags) is not int:
@@ -338,7 +374,7 @@ def select_plan(toks: list[bytes], plans: Plans) -> Applied | None:
         ):
             continue
         effect = dict.fromkeys(plan[1], 2)
-        effect.update((j, 1) for j in plan[0] if 0 <= j < n and (blankable(toks[j]) or blank_head(toks[j])))
+        effect.update((j, 1) for j in plan[0] if 0 <= j < n and blanks(toks[j]))
         effect.update((j, 3) for j in plan[3] if 0 <= j < n and NUMBER.fullmatch(toks[j]))
         if effect:
             return Applied(
@@ -374,8 +410,8 @@ def apply_plan(raw: bytes, shape: bytes, plans: Plans) -> bytes:
         kept = _WS.split(raw)
         for j in a.keep:
             parts[first + 2 * j] = kept[first + 2 * j]
-    for j in a.blank:  # a blankable word whole, or the name at the start of a token (blank_head)
-        parts[first + 2 * j] = BLANK if blankable(toks[j]) else BLANK + toks[j][blank_head(toks[j]) :]
+    for j in a.blank:
+        parts[first + 2 * j] = blanked(toks[j])
     for j in a.numbers:
         parts[first + 2 * j] = _DIGIT_RUN.sub(b"0", toks[j])
     return b"\xff" + _mask(a.blank) + _mask(a.keep) + _mask(a.numbers) + b"".join(parts)
@@ -400,6 +436,10 @@ def _structure_masked_head(rule_token: str, token: str) -> bool:
     return head == PLACEHOLDER != _PIECE_END.split(rule_token, 1)[0] and HAS_DIGIT.search(token) is None
 
 
+def _blanks_a_name(tok: bytes) -> bool:
+    return not blankable(tok) and (blank_head(tok) > 0 or blank_segment(tok) is not None)
+
+
 def learn(prepared: str, rule_template: str, template: str) -> tuple[list[bytes], Plan, bytes] | None:
     """(tokens, plan, plan key) a message teaches: the plain words of its stage-0 text that the
     structural stage masked in its `template` (and the names of tokens such as ``db-07:5432`` whose
@@ -417,7 +457,7 @@ def learn(prepared: str, rule_template: str, template: str) -> tuple[list[bytes]
         j
         for j in range(1, n)
         if (ft[j] == PLACEHOLDER and rt[j] == toks[j] and blankable(toks[j].encode()))
-        or (_structure_masked_head(rt[j], ft[j]) and blank_head(toks[j].encode()))
+        or (_structure_masked_head(rt[j], ft[j]) and _blanks_a_name(toks[j].encode()))
     )
     keep = tuple(j for j in range(n) if HAS_DIGIT.search(ft[j]))
     shapes = [t.encode().translate(DIGIT_SHAPE) for t in toks]
