@@ -508,15 +508,18 @@ static int blankable(const unsigned char *t, Py_ssize_t len) {
     return 1;
 }
 
+/* typed_values._read_across_tokens on the lower-case name w[0:k] */
+static int read_across_tokens(const unsigned char *w, Py_ssize_t k) {
+    return (k >= 4 && memcmp(w + k - 4, "user", 4) == 0) || (k <= sensitive.maxlen && in_words(&sensitive, w, k));
+}
+
 /* typed_values.blank_head: the length of the name before "-" and a digit that starts the token, or 0 */
 static Py_ssize_t blank_head(const unsigned char *t, Py_ssize_t len) {
     if (len <= 0 || len > 64) return 0;
     Py_ssize_t k = 0;
     while (k < len && is_lower(t[k])) k++;
     if (k == 0 || k + 1 >= len || t[k] != '-' || !is_digit(t[k + 1])) return 0;
-    if (k >= 4 && memcmp(t + k - 4, "user", 4) == 0) return 0;
-    if (k <= sensitive.maxlen && in_words(&sensitive, t, k)) return 0;
-    return k;
+    return read_across_tokens(t, k) ? 0 : k;
 }
 
 /* typed_values.blank_segment: 1 and the bounds [*a, *b) of the name between the last "/" of the first
@@ -531,8 +534,7 @@ static int blank_segment(const unsigned char *t, Py_ssize_t len, Py_ssize_t *a, 
     Py_ssize_t q = p;
     while (q > 0 && is_lower(t[q - 1])) q--;
     if (q == p || q == 0 || t[q - 1] != '/') return 0;
-    if (p - q >= 4 && memcmp(t + p - 4, "user", 4) == 0) return 0;
-    if (p - q <= sensitive.maxlen && in_words(&sensitive, t + q, p - q)) return 0;
+    if (read_across_tokens(t + q, p - q)) return 0;
     *a = q;
     *b = p;
     return 1;

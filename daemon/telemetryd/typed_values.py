@@ -264,6 +264,12 @@ def blankable(tok: bytes) -> bool:
 _HEAD = re.compile(rb"([a-z]+)-[0-9]")
 
 
+def _read_across_tokens(name: bytes) -> bool:
+    """A lower-case name that a rule spanning tokens reads (SENSITIVE, or a word ending in "user"):
+    never blanked inside a token either."""
+    return name in SENSITIVE or name.endswith(b"user")
+
+
 def blank_head(tok: bytes) -> int:
     """The length of the name a plan may blank at the start of a token such as ``db-07``,
     ``zdev-18:6379`` or ``web-3.internal``: lower-case letters, then "-" and a digit; 0 for any other
@@ -274,7 +280,7 @@ def blank_head(tok: bytes) -> int:
     if m is None or len(tok) > 64:
         return 0
     name = m.group(1)
-    return 0 if name in SENSITIVE or name.endswith(b"user") else len(name)
+    return 0 if _read_across_tokens(name) else len(name)
 
 
 _SEGMENT = re.compile(rb"[^:=,()\[\]\"']*/([a-z]+):(?![\\])[^:]*")
@@ -291,7 +297,7 @@ def blank_segment(tok: bytes) -> tuple[int, int] | None:
     if m is None or len(tok) > 64:
         return None
     name = m.group(1)
-    if name in SENSITIVE or name.endswith(b"user"):
+    if _read_across_tokens(name):
         return None
     return m.start(1), m.end(1)
 
