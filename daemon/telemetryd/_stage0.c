@@ -29,7 +29,7 @@ static Py_ssize_t max_tokens = 64;
 
 
 /* Character types as bits of one table (filled by init_classes): one load per test. */
-enum { T_DIGIT = 1, T_LOWER = 2, T_UPPER = 4, T_HEXLETTER = 8, T_SPACE = 16, T_UNDERSCORE = 32 };
+enum { T_DIGIT = 1, T_LOWER = 2, T_UPPER = 4, T_HEXLETTER = 8, T_SPACE = 16, T_UNDERSCORE = 32, T_NAMEMARK = 64 };
 static unsigned char ctype[256];
 
 static inline int is_digit(unsigned char c) { return ctype[c] & T_DIGIT; }
@@ -65,6 +65,7 @@ static void init_classes(void) {
         if ((c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')) t |= T_HEXLETTER;
         if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\x0b' || c == '\x0c') t |= T_SPACE;
         if (c == '_') t |= T_UNDERSCORE;
+        if (c == '_' || c == '.' || c == '-') t |= T_NAMEMARK; /* the marks a blankable name may hold */
         ctype[c] = t;
     }
     for (int c = 0; c < 256; c++) {
@@ -84,6 +85,61 @@ static void init_classes(void) {
 #define ANY(c, mask) ((cls[(unsigned char)(c)] & (mask)) != 0)
 static inline int prev_is(const unsigned char *s, Py_ssize_t i, unsigned char mask) {
     return i > 0 && ANY(s[i - 1], mask);
+}
+
+/* d[0:n] = s[0:n] for the short runs copied on the hot path, where a call to memcpy costs more than the
+ * copy: eight bytes at a time, the last eight overlapping the ones before; reads and writes stay inside
+ * the two ranges, which do not overlap each other. */
+static inline void copy_run(void *dst, const void *src, Py_ssize_t n) {
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    if (n > 64) {
+        memcpy(d, s, (size_t)n);
+    } else if (n >= 8) {
+        unsigned long long v;
+        for (Py_ssize_t k = 0; k + 8 < n; k += 8) {
+            memcpy(&v, s + k, 8);
+            memcpy(d + k, &v, 8);
+        }
+        memcpy(&v, s + n - 8, 8);
+        memcpy(d + n - 8, &v, 8);
+    } else if (n >= 4) {
+        unsigned int a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else {
+        for (Py_ssize_t k = 0; k < n; k++) d[k] = s[k];
+    }
+}
+
+/* a[0:n] == b[0:n], for the same short runs: as copy_run reads them */
+static inline int same_run(const void *pa, const void *pb, Py_ssize_t n) {
+    const unsigned char *a = pa, *b = pb;
+    if (n > 64) return memcmp(a, b, (size_t)n) == 0;
+    if (n >= 8) {
+        unsigned long long x, y;
+        for (Py_ssize_t k = 0; k + 8 < n; k += 8) {
+            memcpy(&x, a + k, 8);
+            memcpy(&y, b + k, 8);
+            if (x != y) return 0;
+        }
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        unsigned int x0, x1, y0, y1;
+        memcpy(&x0, a, 4);
+        memcpy(&x1, a + n - 4, 4);
+        memcpy(&y0, b, 4);
+        memcpy(&y1, b + n - 4, 4);
+        return x0 == y0 && x1 == y1;
+    }
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (a[k] != b[k]) return 0;
+    return 1;
 }
 
 /* --- the alternatives: each returns the end of its match at i, or -1; *keep says the match stays ---- */
@@ -421,7 +477,10 @@ static Py_ssize_t stage0(const unsigned char *s, Py_ssize_t n, unsigned char *ou
             Py_ssize_t e = i + 1;
             while (e < n && is_w(s[e])) e++;
             if (e - i < 10 && (e == n || !ANY(s[e], C_DOT | C_COLON | C_SLASH | C_AT | C_DASH | C_PLUS))) {
-                memcpy(out + o, s + i, (size_t)(e - i));
+                /* and the character after it, which a word character precedes: only a '"' starts a match
+                 * there */
+                if (e < n && s[e] != '"') e++;
+                copy_run(out + o, s + i, e - i);
                 o += e - i;
                 i = e;
                 continue;
@@ -437,12 +496,12 @@ static Py_ssize_t stage0(const unsigned char *s, Py_ssize_t n, unsigned char *ou
             end = m_email(s, n, i, &keep_from);
             if (end >= 0) {
                 if (keep_from < 0) {
-                    memcpy(out + o, s + i, (size_t)(end - i));
+                    copy_run(out + o, s + i, end - i);
                     o += end - i;
                 } else {
                     memcpy(out + o, "<*>", 3);
                     o += 3;
-                    memcpy(out + o, s + keep_from, (size_t)(end - keep_from));
+                    copy_run(out + o, s + keep_from, end - keep_from);
                     o += end - keep_from;
                 }
                 i = end;
@@ -461,13 +520,13 @@ static Py_ssize_t stage0(const unsigned char *s, Py_ssize_t n, unsigned char *ou
         if (end < 0 && has_dot && is_alnum(c)) end = m_host(s, n, i, &keep);
         if (end < 0) {
             /* nothing starts here; nor at the rest of its word (a word character precedes each) */
-            memcpy(out + o, s + i, (size_t)(word_end - i));
+            copy_run(out + o, s + i, word_end - i);
             o += word_end - i;
             i = word_end;
             continue;
         }
         if (keep) {
-            memcpy(out + o, s + i, (size_t)(end - i));
+            copy_run(out + o, s + i, end - i);
             o += end - i;
         } else {
             memcpy(out + o, "<*>", 3);
@@ -487,7 +546,7 @@ static int blankable(const unsigned char *t, Py_ssize_t len) {
     }
     if (is_lower(t[0])) {
         Py_ssize_t k = 1;
-        while (k < len && (is_lower(t[k]) || t[k] == '_' || t[k] == '.' || t[k] == '-')) k++;
+        while (k < len && (ctype[t[k]] & (T_LOWER | T_NAMEMARK))) k++;
         if (k == len) return len > sensitive.maxlen || !in_words(&sensitive, t, len);
     }
     if (len < 8 || !is_alpha(t[0])) return 0;
@@ -590,18 +649,37 @@ static inline unsigned long long mix(unsigned long long h, unsigned long long v)
     return h ^ (h >> 32);
 }
 
+/* Two lanes of sixteen bytes a round: the multiplications of one lane wait on each other, those of two
+ * do not. The last 0-7 bytes are read as two overlapping words (or byte by byte under 4), not by a call
+ * to memcpy. */
 static unsigned long long content_hash(const void *data, Py_ssize_t n, unsigned long long seed) {
     const unsigned char *p = data;
-    unsigned long long h = mix(seed, (unsigned long long)n);
+    unsigned long long h = mix(seed, (unsigned long long)n), g = seed ^ 0x9e3779b97f4a7c15ULL;
     Py_ssize_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        unsigned long long v;
-        memcpy(&v, p + i, 8);
-        h = mix(h, v);
+    for (; i + 16 <= n; i += 16) {
+        unsigned long long a, b;
+        memcpy(&a, p + i, 8);
+        memcpy(&b, p + i + 8, 8);
+        h = mix(h, a);
+        g = mix(g, b);
+    }
+    if (i + 8 <= n) {
+        unsigned long long a;
+        memcpy(&a, p + i, 8);
+        h = mix(h, a);
+        i += 8;
     }
     unsigned long long v = 0;
-    memcpy(&v, p + i, (size_t)(n - i));
-    return mix(h, v);
+    Py_ssize_t rest = n - i;
+    if (rest >= 4) {
+        unsigned int a, b;
+        memcpy(&a, p + i, 4);
+        memcpy(&b, p + n - 4, 4);
+        v = a | (unsigned long long)b << 32;
+    } else {
+        for (Py_ssize_t k = 0; k < rest; k++) v |= (unsigned long long)p[i + k] << (8 * k);
+    }
+    return mix(h ^ (g * 0xc2b2ae3d27d4eb4fULL), v);
 }
 
 static void islot_put(islot *sl, PyObject *o, unsigned long long h) {
@@ -627,7 +705,7 @@ static PyObject *interned_bytes(const char *p, Py_ssize_t n) {
     islot *sl = &itab[h & (ISLOTS - 1)];
     PyObject *o = sl->obj;
     if (o != NULL && sl->h == h && PyBytes_CheckExact(o) && PyBytes_GET_SIZE(o) == n &&
-        memcmp(PyBytes_AS_STRING(o), p, (size_t)n) == 0) {
+        same_run(PyBytes_AS_STRING(o), p, n)) {
         sl->used = 1;
         Py_INCREF(o);
         return o;
@@ -677,7 +755,7 @@ static int items_equal(PyObject *t, PyObject *const *items, Py_ssize_t n) {
         Py_ssize_t sx, sy;
         int kx, ky;
         if (x != y && !(item_content(x, &dx, &sx, &kx) && item_content(y, &dy, &sy, &ky) && kx == ky && sx == sy &&
-                        memcmp(dx, dy, (size_t)sx) == 0))
+                        same_run(dx, dy, sx)))
             return 0;
     }
     return 1;
@@ -695,7 +773,7 @@ static PyObject *interned_key(PyObject **items, Py_ssize_t n, const char *tail, 
         if (same && tail != NULL) {
             PyObject *x = PyTuple_GET_ITEM(t, n);
             same = PyBytes_CheckExact(x) && PyBytes_GET_SIZE(x) == tail_n &&
-                   memcmp(PyBytes_AS_STRING(x), tail, (size_t)tail_n) == 0;
+                   same_run(PyBytes_AS_STRING(x), tail, tail_n);
         }
         if (same) {
             for (Py_ssize_t f = 0; f < n; f++) Py_DECREF(items[f]);
@@ -789,7 +867,7 @@ static int find_plan(PyObject *plans, const char *key, Py_ssize_t keylen, const 
         if (j < 0 || j >= ntok) return 0;
         PyObject *want = PyTuple_GET_ITEM(kept_shapes, b);
         if (!PyBytes_Check(want) || PyBytes_GET_SIZE(want) != te[j] - ts[j] ||
-            memcmp(PyBytes_AS_STRING(want), shape + ts[j], (size_t)(te[j] - ts[j])) != 0)
+            !same_run(PyBytes_AS_STRING(want), shape + ts[j], te[j] - ts[j]))
             return 0;
         flag[j] = 2;
         any = 1;
@@ -862,38 +940,40 @@ static PyObject *planned(PyObject *plans, const unsigned char *raw, unsigned cha
     if (r == NULL) return PyErr_NoMemory();
     r[0] = (char)0xff;
     put_masks(r + 1, flag, ntok);
-    Py_ssize_t o = 25, prev = 0;
+    /* shape[from:] is not in r yet: the tokens no flag changes go with the white space around them, in
+     * one copy up to the next flagged token */
+    Py_ssize_t o = 25, from = 0;
     for (Py_ssize_t j = 0; j < ntok; j++) {
-        memcpy(r + o, shape + prev, (size_t)(ts[j] - prev));
-        o += ts[j] - prev;
+        if (flag[j] == 0) continue;
+        copy_run(r + o, shape + from, ts[j] - from);
+        o += ts[j] - from;
         if (flag[j] == 1) {
             r[o++] = 0;
         } else if (flag[j] == 5) {
             Py_ssize_t h = blank_head(shape + ts[j], te[j] - ts[j]);
             r[o++] = 0;
-            memcpy(r + o, shape + ts[j] + h, (size_t)(te[j] - ts[j] - h));
+            copy_run(r + o, shape + ts[j] + h, te[j] - ts[j] - h);
             o += te[j] - ts[j] - h;
         } else if (flag[j] == 9) {
             Py_ssize_t a = 0, b = 0;
             blank_segment(shape + ts[j], te[j] - ts[j], &a, &b);
-            memcpy(r + o, shape + ts[j], (size_t)a);
+            copy_run(r + o, shape + ts[j], a);
             o += a;
             r[o++] = 0;
-            memcpy(r + o, shape + ts[j] + b, (size_t)(te[j] - ts[j] - b));
+            copy_run(r + o, shape + ts[j] + b, te[j] - ts[j] - b);
             o += te[j] - ts[j] - b;
         } else if (flag[j] == 3) {
             /* each run of digits one 0 */
             for (Py_ssize_t k = ts[j]; k < te[j]; k++)
                 if (!(is_digit(shape[k]) && k > ts[j] && is_digit(shape[k - 1]))) r[o++] = (char)shape[k];
-        } else {
-            const unsigned char *src = flag[j] == 2 ? raw : shape;
-            memcpy(r + o, src + ts[j], (size_t)(te[j] - ts[j]));
+        } else { /* 2: kept as written */
+            copy_run(r + o, raw + ts[j], te[j] - ts[j]);
             o += te[j] - ts[j];
         }
-        prev = te[j];
+        from = te[j];
     }
-    memcpy(r + o, shape + prev, (size_t)(len - prev));
-    o += len - prev;
+    copy_run(r + o, shape + from, len - from);
+    o += len - from;
     PyObject *res = interned_bytes(r, o);
     if (r != rsmall) PyMem_Free(r);
     return res;
