@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bcrypt
-import yaml
 
 
 class WebConfigError(Exception):
@@ -211,6 +210,10 @@ def _tls(path: str, t: dict[str, Any]) -> tuple[ssl.SSLContext | None, tuple[str
 
 def load(path: str) -> WebConfig:
     """Read and check the whole file: every error names the key, nothing is checked later."""
+    # Imported here: PyYAML's import is a tenth of the daemon's start-up, and most hosts run without a
+    # web config file.
+    import yaml
+
     try:
         with open(path, "rb") as f:
             raw = yaml.safe_load(f)
