@@ -451,7 +451,8 @@ class PatternCounter:
         if end is None:
             end = len(block)
         # The block's events per pattern, added to the patterns once at its end: a part's hundreds of
-        # events fall on tens of patterns, and adding per part cost 5% of the time on service telemetry.
+        # events fall on tens of patterns, and adding them per part cost 1.6% of the instructions on
+        # service telemetry.
         tally: Counter[Any] = Counter()
         if end <= CHUNK_BYTES:
             counted = self._process_part(block, now, end, tally)
