@@ -443,7 +443,8 @@ def _structure_masked_head(rule_token: str, token: str) -> bool:
 
 
 def _blanks_a_name(tok: bytes) -> bool:
-    return not blankable(tok) and (blank_head(tok) > 0 or blank_segment(tok) is not None)
+    """Whether a blank position blanks a name in this token (`blanks`), not the whole token."""
+    return not blankable(tok) and blanks(tok)
 
 
 def learn(prepared: str, rule_template: str, template: str) -> tuple[list[bytes], Plan, bytes] | None:
